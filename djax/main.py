@@ -1,0 +1,48 @@
+"""Train and evaluate a method: ``python -m djax.main --config=experiments/NAME.py[:variant]``.
+
+Any config value can be overridden with ``--config.key=value``; unknown keys are rejected.
+A rerun with the same ``--workdir`` resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (a python "
+                                          "file with get_config), e.g. experiments/mixing_sprites.py:small")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics.jsonl, "
+                               "TensorBoard events, samples/ and eval.json. Default: "
+                               "./runs/<config name>-<time>.")
+flags.mark_flags_as_required(["config"])
+
+
+def default_workdir(config_path: str) -> str:
+  name = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
+  variant = config_path.split(":")[1] if ":" in config_path else ""
+  stamp = time.strftime("%Y%m%d-%H%M%S")
+  return os.path.join("runs", "-".join(p for p in (name, variant, stamp) if p))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # orbax and tfds log every save and load at INFO; --verbosity=0 brings them back.
+  if flags.FLAGS["verbosity"].using_default_value:
+    logging.set_verbosity(logging.WARNING)
+  from djax import train  # after flag parsing: keeps --help fast
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
+  logging.info("workdir: %s", workdir)
+  print(f"djax: training {config.method} on {config.data.name}; workdir {workdir}", flush=True)
+  summary = train.train_and_evaluate(config, workdir)
+  if summary.get("stopped_by"):
+    print(f"stopped by {summary['stopped_by']} at step {summary['end_step']}; rerun the same "
+          f"command to resume", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,16 @@
+"""One module per paper; ``create`` builds the method a config names."""
+
+from __future__ import annotations
+
+import importlib
+
+METHODS = {
+    "mixing": ("djax.methods.mixing", "Mixing"),
+}
+
+
+def create(config, axis_name: str | None = "batch"):
+  if config.method not in METHODS:
+    raise ValueError(f"unknown method {config.method!r}; known methods: {sorted(METHODS)}")
+  module, cls = METHODS[config.method]
+  return getattr(importlib.import_module(module), cls)(config, axis_name=axis_name)

@@ -1,0 +1,248 @@
+"""Hu, Szabó, Portenier, Favaro, Zwicker. "Disentangling factors of variation by mixing them",
+CVPR 2018 (``shared/papers/hu2018_mixing.md``).
+
+An encoder maps an image to n chunks of d features. Two images' codes are mixed chunk-wise
+by a random binary mask, decoded (x3), re-encoded, unmixed against the first code and
+decoded again (x4), which must give back the first image (eq. 1). A discriminator keeps x3
+on the data distribution (eq. 2) and a classifier that sees (x1, x2, x3) must tell, chunk by
+chunk, which image each chunk came from (eq. 3), so no chunk can be ignored.
+
+Network groups and their optimisers (eq. 4, ``min_{Enc,Dec,Cls} max_{Dsc}``):
+
+* ``ae``  (encoder + decoder) minimises λ_M L_M + λ_G L_G^gen + λ_C L_C (+ λ_rec L_rec);
+* ``cls`` minimises L_C: it cooperates with the autoencoder, it is not an adversary;
+* ``dsc`` maximises eq. 2 (minimises the discriminator's cross-entropy) on x1 vs x3.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from djax.methods import base
+from djax.nn.spec import SpecNet, check_image_spec
+
+
+# ----------------------------------------------------------------------------- mixing algebra
+
+def chunk_mask(mask: jax.Array, chunk_size: int) -> jax.Array:
+  """Expands a per-chunk mask [B, n] to the feature mask m = [m¹1, …, mⁿ1] of shape [B, n·d]."""
+  return jnp.repeat(mask, chunk_size, axis=-1)
+
+
+def mix(f_a: jax.Array, f_b: jax.Array, mask: jax.Array) -> jax.Array:
+  """f_{a⊕b} = m ⊙ f_a + (1 − m) ⊙ f_b (§3.1 step 2); ``mask`` is per chunk, [B, n].
+
+  Unmixing (step 5, f_{3⊕1} = m ⊙ f3 + (1 − m) ⊙ f1) is the same operation: ``mix(f3, f1, m)``.
+  A select rather than a blend, so that gradients reach exactly the chunks that were used.
+  """
+  m = chunk_mask(mask, f_a.shape[-1] // mask.shape[-1]).astype(bool)
+  return jnp.where(m, f_a, f_b)
+
+
+def sample_masks(keys: jax.Array, n_chunks: int, per_example: bool = True) -> jax.Array:
+  """Masks mⁱ ~ U{0, 1}. ``per_example=False`` shares the first example's mask with the
+  whole batch, as the authors' code does (one mask per batch)."""
+  masks = jax.vmap(lambda k: jax.random.bernoulli(k, 0.5, (n_chunks,)))(keys).astype(jnp.float32)
+  return masks if per_example else jnp.broadcast_to(masks[:1], masks.shape)
+
+
+# ----------------------------------------------------------------------------- losses
+
+def mixing_loss(x4: jax.Array, x1: jax.Array) -> jax.Array:
+  """Eq. (1): L_M = E |x4 − x1|², as the mean squared error per pixel and channel, so its
+  scale does not depend on the image size (the paper's sum differs by a constant factor)."""
+  return jnp.mean(jnp.square(x4 - x1))
+
+
+def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+  """Eq. (2) from the discriminator's side: −[log Dsc(x1) + log(1 − Dsc(x3))], batch mean."""
+  return jnp.mean(base.sigmoid_bce(real_logits, jnp.ones_like(real_logits))
+                  + base.sigmoid_bce(fake_logits, jnp.zeros_like(fake_logits)))
+
+
+def generator_loss(fake_logits: jax.Array, kind: str = "non_saturating") -> jax.Array:
+  """Eq. (2) from the autoencoder's side. 'minimax' is the paper's log(1 − Dsc(x3)) term;
+  'non_saturating' (default) minimises −log Dsc(x3) instead, which has the same fixed point
+  and usable gradients while the discriminator wins (Goodfellow et al. 2014, §3)."""
+  if kind == "non_saturating":
+    return jnp.mean(base.sigmoid_bce(fake_logits, jnp.ones_like(fake_logits)))
+  if kind == "minimax":
+    return -jnp.mean(base.sigmoid_bce(fake_logits, jnp.zeros_like(fake_logits)))
+  raise ValueError(f"unknown GAN loss {kind!r}; use 'non_saturating' or 'minimax'")
+
+
+def classifier_loss(mask_logits: jax.Array, mask: jax.Array) -> jax.Array:
+  """Eq. (3): L_C = −Σ_i [mⁱ log yⁱ + (1 − mⁱ) log(1 − yⁱ)], summed over chunks, batch mean.
+
+  The printed equation has log(yⁱ) in both terms; the text says cross-entropy with a
+  sigmoid output, which is what is computed here.
+  """
+  return jnp.mean(jnp.sum(base.sigmoid_bce(mask_logits, mask), axis=-1))
+
+
+# ----------------------------------------------------------------------------- method
+
+class Mixing:
+  """Mixing/unmixing autoencoders + discriminator + chunk classifier (Hu et al. 2018)."""
+
+  groups = ("ae", "dsc", "cls")
+  loss_names = ("loss_mix", "loss_gen", "loss_cls", "loss_rec", "loss_dsc")
+
+  def __init__(self, config: ml_collections.ConfigDict, axis_name: str | None = base.AXIS):
+    m = config.model
+    self.config = config
+    self.axis_name = axis_name
+    self.n_chunks = m.n_chunks
+    self.chunk_size = m.chunk_size
+    self.code_size = m.n_chunks * m.chunk_size
+    image_size = config.data.image_size
+    check_image_spec(m.decoder_spec, image_size, image_size, "decoder")
+    net = functools.partial(SpecNet, axis_name=axis_name)
+    self.encoder = net(m.encoder_spec, out_features=self.code_size, norm=m.encoder_norm)
+    self.decoder = net(m.decoder_spec, norm=m.decoder_norm)
+    self.discriminator = net(m.discriminator_spec, out_features=1, norm=m.discriminator_norm)
+    self.classifier = net(m.classifier_spec, out_features=self.n_chunks, norm=m.classifier_norm)
+    self.tx = {g: base.make_optimizer(config.optim[g]) for g in self.groups}
+    self.loss = config.loss
+
+  # -- networks as pure functions of (params, batch_stats)
+  def _apply(self, net, params, stats, x, train):
+    variables = {"params": params, **({"batch_stats": stats} if stats else {})}
+    if train and stats:
+      y, new = net.apply(variables, x, train=True, mutable=["batch_stats"])
+      return y, new["batch_stats"]
+    return net.apply(variables, x, train=train), stats
+
+  def encode_fn(self, params, stats, x, train=False):
+    return self._apply(self.encoder, params["ae"]["encoder"], stats["encoder"], x, train)
+
+  def decode_fn(self, params, stats, f, train=False):
+    y, s = self._apply(self.decoder, params["ae"]["decoder"], stats["decoder"], f, train)
+    return jnp.tanh(y), s
+
+  def init(self, rng: jax.Array, batch: dict[str, Any]) -> base.TrainState:
+    x = batch["image"]
+    k_enc, k_dec, k_dsc, k_cls, k_state = jax.random.split(rng, 5)
+    f = jnp.zeros((x.shape[0], self.code_size), x.dtype)
+    # Initialise without the device axis: there is no pmap around init.
+    plain = lambda n: n.clone(axis_name=None)
+    v_enc = plain(self.encoder).init(k_enc, x, train=False)
+    v_dec = plain(self.decoder).init(k_dec, f, train=False)
+    v_dsc = plain(self.discriminator).init(k_dsc, x, train=False)
+    v_cls = plain(self.classifier).init(k_cls, jnp.concatenate([x, x, x], -1), train=False)
+    params = {"ae": {"encoder": v_enc["params"], "decoder": v_dec["params"]},
+              "dsc": v_dsc["params"], "cls": v_cls["params"]}
+    stats = {name: v.get("batch_stats", {}) for name, v in
+             (("encoder", v_enc), ("decoder", v_dec), ("dsc", v_dsc), ("cls", v_cls))}
+    return base.TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats,
+        opt_state={g: self.tx[g].init(params[g]) for g in self.groups}, rng=k_state)
+
+  def forward(self, params, stats, x1, x2, mask, train=True):
+    """Steps 1–6 of §3.1; returns images, codes and updated encoder/decoder statistics."""
+    f1, s_enc = self.encode_fn(params, stats, x1, train)
+    f2, s_enc = self.encode_fn(params, {**stats, "encoder": s_enc}, x2, train)
+    x3, s_dec = self.decode_fn(params, stats, mix(f1, f2, mask), train)
+    f3, s_enc = self.encode_fn(params, {**stats, "encoder": s_enc}, x3, train)
+    x4, s_dec = self.decode_fn(params, {**stats, "decoder": s_dec}, mix(f3, f1, mask), train)
+    out = {"f1": f1, "f2": f2, "f3": f3, "x3": x3, "x4": x4}
+    if self.loss.lambda_rec:
+      out["x1_rec"], s_dec = self.decode_fn(params, {**stats, "decoder": s_dec}, f1, train)
+    return out, {**stats, "encoder": s_enc, "decoder": s_dec}
+
+  def _ae_cls_loss(self, trainable, params, stats, x1, x2, mask):
+    params = {**params, "ae": trainable["ae"], "cls": trainable["cls"]}
+    out, stats = self.forward(params, stats, x1, x2, mask)
+    fake_logits, _ = self._apply(self.discriminator, params["dsc"], stats["dsc"], out["x3"], True)
+    mask_logits, s_cls = self._apply(self.classifier, params["cls"], stats["cls"],
+                                     jnp.concatenate([x1, x2, out["x3"]], -1), True)
+    stats = {**stats, "cls": s_cls}
+    losses = {"loss_mix": mixing_loss(out["x4"], x1),
+              "loss_gen": generator_loss(fake_logits, self.loss.gan),
+              "loss_cls": classifier_loss(mask_logits, mask),
+              "loss_rec": mixing_loss(out["x1_rec"], x1) if "x1_rec" in out else jnp.zeros(())}
+    total = (self.loss.lambda_mix * losses["loss_mix"] + self.loss.lambda_gan * losses["loss_gen"]
+             + self.loss.lambda_cls * losses["loss_cls"] + self.loss.lambda_rec * losses["loss_rec"])
+    mask_acc = jnp.mean((mask_logits > 0) == (mask > 0.5))
+    return total, (losses, stats, out["x3"], mask_acc)
+
+  def _dsc_loss(self, dsc_params, stats, x1, x3):
+    real, s = self._apply(self.discriminator, dsc_params, stats["dsc"], x1, True)
+    fake, s = self._apply(self.discriminator, dsc_params, s, x3, True)
+    return discriminator_loss(real, fake), (s, jnp.mean(jax.nn.sigmoid(real)),
+                                            jnp.mean(jax.nn.sigmoid(fake)))
+
+  def train_step(self, state: base.TrainState, batch: dict[str, Any], rng: jax.Array):
+    """One simultaneous update of the three groups (eq. 4) on pairs (x1, x2) = batch images."""
+    x1, x2 = batch["image"], batch["image2"]
+    keys = base.example_keys(rng, x1.shape[0], self.axis_name)
+    mask = sample_masks(keys, self.n_chunks, self.loss.mask_per_example)
+    params, stats = state.params, state.batch_stats
+
+    trainable = {"ae": params["ae"], "cls": params["cls"]}
+    grads, (losses, stats_g, x3, mask_acc) = jax.grad(self._ae_cls_loss, has_aux=True)(
+        trainable, params, stats, x1, x2, mask)
+    # The discriminator sees x3 as data: no gradient flows back into the autoencoder.
+    (loss_dsc, (s_dsc, d_real, d_fake)), g_dsc = jax.value_and_grad(self._dsc_loss, has_aux=True)(
+        params["dsc"], stats, x1, jax.lax.stop_gradient(x3))
+    grads = base.pmean({**grads, "dsc": g_dsc}, self.axis_name)
+
+    new_params, new_opt = {}, {}
+    for g in self.groups:
+      new_params[g], new_opt[g] = base.apply_updates(self.tx[g], grads[g], state.opt_state[g],
+                                                     params[g])
+    new_stats = {**stats_g, "dsc": s_dsc}
+    metrics = {**losses, "loss_dsc": loss_dsc, "mask_accuracy": mask_acc, "d_real": d_real,
+               "d_fake": d_fake}
+    metrics = base.pmean(metrics, self.axis_name)
+    return state.replace(step=state.step + 1, params=new_params, batch_stats=new_stats,
+                         opt_state=new_opt), metrics
+
+  # -- evaluation: pure array functions; the trainer draws and scores them
+  representation = "chunks"  # the evaluator scores each chunk of ``encode`` on its own
+
+  def encode(self, params, stats, images: jax.Array) -> jax.Array:
+    """The code f = Enc(x) (eval mode): [B, n_chunks · chunk_size]."""
+    return self.encode_fn(params, stats, images, train=False)[0]
+
+  def transfer_grids(self, params, stats, sources: jax.Array, targets: jax.Array) -> jax.Array:
+    """Attribute transfer as in Fig. 5: for each chunk c, cell (r, s) decodes the code of
+    target r with chunk c taken from source s. Returns [n_chunks, 1 + R, 1 + S, H, W, C]
+    with the sources along the top row, the targets down the left column and a blank corner."""
+    f_src = self.encode(params, stats, sources)
+    f_tgt = self.encode(params, stats, targets)
+    n_src, n_tgt = sources.shape[0], targets.shape[0]
+
+    def one_chunk(c):
+      mask = jnp.broadcast_to(jax.nn.one_hot(c, self.n_chunks), (n_tgt * n_src, self.n_chunks))
+      fa = jnp.tile(f_src, (n_tgt, 1))  # row-major: target r, source s
+      fb = jnp.repeat(f_tgt, n_src, axis=0)
+      x = self.decode_fn(params, stats, mix(fa, fb, mask))[0]
+      return x.reshape((n_tgt, n_src) + x.shape[1:])
+
+    cells = jax.lax.map(one_chunk, jnp.arange(self.n_chunks))
+    blank = jnp.ones_like(sources[:1])
+    top = jnp.concatenate([blank, sources], 0)[None]  # [1, 1+S, H, W, C]
+    grids = []
+    for c in range(self.n_chunks):
+      body = jnp.concatenate([targets[:, None], cells[c]], axis=1)  # [R, 1+S, ...]
+      grids.append(jnp.concatenate([top, body], axis=0))
+    return jnp.stack(grids)
+
+  def reconstruct(self, params, stats, images: jax.Array) -> jax.Array:
+    return self.decode_fn(params, stats, self.encode(params, stats, images))[0]
+
+  def eval_images(self, params, stats, images: jax.Array, n: int = 8) -> dict[str, jax.Array]:
+    """Grids to look at: one attribute-transfer grid per chunk and input/reconstruction pairs."""
+    n = min(n, images.shape[0] // 2)
+    sources, targets = images[:n], images[n:2 * n]
+    grids = self.transfer_grids(params, stats, sources, targets)
+    out = {f"transfer_chunk{c}": grids[c] for c in range(self.n_chunks)}
+    out["reconstruction"] = jnp.stack([images[:2 * n], self.reconstruct(params, stats,
+                                                                         images[:2 * n])])
+    return out

@@ -1,0 +1,280 @@
+"""The one training loop every method runs through.
+
+Data-parallel over the local devices with ``jax.pmap``: the state is replicated once, each
+device gets ``batch_size / devices`` examples, and the method's ``train_step`` averages
+gradients, metrics and BatchNorm statistics over the device axis. The host touches device
+values only every ``log_every`` steps (metrics), when saving, and when evaluating.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from djax import checkpoint as ckpt_lib
+from djax import evaluation, methods, viz
+from djax.data import pipeline
+from djax.methods import base
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+class MetricWriter:
+  """metrics.jsonl (one JSON object per log step) and TensorBoard events (tensorboardX)."""
+
+  def __init__(self, workdir: str, tensorboard: bool = True):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.tb = None
+    if tensorboard:
+      from tensorboardX import SummaryWriter
+      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
+    with open(self.path, "a") as f:
+      f.write(json.dumps({"step": step, **scalars}) + "\n")
+    if self.tb:
+      for k, v in scalars.items():
+        self.tb.add_scalar(k, v, step)
+
+  def image(self, tag: str, image: np.ndarray, step: int) -> None:
+    if self.tb:
+      self.tb.add_image(tag, image, step, dataformats="HWC")
+
+  def close(self) -> None:
+    if self.tb:
+      self.tb.close()
+
+
+class _StopRequest:
+  """SIGINT/SIGTERM ask the loop to save and stop at the end of the current step;
+  a second SIGINT aborts at once."""
+
+  def __init__(self):
+    self.requested = None
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: leave signals alone
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    if self.requested is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.requested = signal.Signals(signum).name
+    logging.warning("%s received: saving a checkpoint and stopping", self.requested)
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+
+def local_devices(config) -> list:
+  devices = jax.local_devices()
+  n = config.get("num_devices") or len(devices)
+  if n > len(devices):
+    raise ValueError(f"config.num_devices={n} but only {len(devices)} local devices exist")
+  return devices[:n]
+
+
+def replicate(tree, devices):
+  """One copy per device along a leading axis, laid out as pmap expects its inputs."""
+  mesh = jax.sharding.Mesh(np.array(devices), ("devices",))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("devices"))
+  stacked = jax.tree_util.tree_map(
+      lambda x: np.broadcast_to(np.asarray(x)[None], (len(devices),) + np.shape(x)),
+      jax.device_get(tree))
+  return jax.device_put(stacked, sharding)
+
+
+def unreplicate(tree):
+  return jax.tree_util.tree_map(lambda x: x[0], tree)
+
+
+def first_nonfinite(history: list[tuple[int, dict[str, float]]]):
+  for step, scalars in history:
+    for k, v in scalars.items():
+      if not math.isfinite(v):
+        return step, k, v
+  return None
+
+
+def _make_step(method):
+  def step_fn(state, batch):
+    # Step keys derive from (base key, step): the same draws after a resume.
+    return method.train_step(state, batch, jax.random.fold_in(state.rng, state.step))
+  return step_fn
+
+
+def create_state(method, config, train_data) -> base.TrainState:
+  example = pipeline.unshard(train_data.batch(0))
+  example = jax.tree_util.tree_map(lambda x: x[: train_data.batch_size // train_data.num_devices],
+                                   example)
+  return jax.jit(method.init)(jax.random.PRNGKey(config.seed), example)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains ``config.method`` for ``config.train.steps`` steps in ``workdir``, resuming from
+  the latest checkpoint there; evaluates at the end. Returns the last metrics and eval."""
+  os.makedirs(workdir, exist_ok=True)
+  if config.get("distributed"):
+    jax.distributed.initialize()
+  devices = local_devices(config)
+  method = methods.create(config)
+  tc = config.train
+  train_data = pipeline.get_dataset(config.data, "train", batch_size=tc.batch_size,
+                                    num_devices=len(devices), seed=config.seed,
+                                    pairing=config.data.get("pairing"))
+  state = create_state(method, config, train_data)
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), tc.keep_checkpoints)
+  if ckpt.latest_step() is not None:
+    state, _ = ckpt.restore(state)
+    print(f"resumed from step {int(state.step)} in {workdir}", flush=True)
+  start = int(state.step)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+
+  p_step = jax.pmap(_make_step(method), axis_name=base.AXIS, devices=devices,
+                    donate_argnums=(0,))
+  rstate = replicate(state, devices)
+  writer = MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
+  history: list[tuple[int, dict[str, float]]] = []
+  pending: list[tuple[int, Any]] = []
+  summary: dict[str, Any] = {"start_step": start}
+
+  def flush() -> dict[str, float]:
+    """Fetches pending metrics (the only regular host sync), logs their mean, checks them."""
+    if not pending:
+      return {}
+    fetched = jax.device_get([m for _, m in pending])
+    rows = [(s, {k: float(np.asarray(v)[0]) for k, v in m.items()}) for (s, _), m in
+            zip(pending, fetched)]
+    pending.clear()
+    bad = first_nonfinite(rows)
+    if bad and tc.get("halt_on_nonfinite", True):
+      s, k, v = bad
+      raise NonFiniteLossError(
+          f"{k} became {v} at step {s}; stopped without saving, the last good checkpoint in "
+          f"{ckpt.directory} is step {ckpt.latest_step()}. Lower the learning rate or set "
+          f"--config.train.halt_on_nonfinite=False to keep going")
+    mean = {k: float(np.mean([r[k] for _, r in rows])) for k in rows[-1][1]}
+    history.append((rows[-1][0], mean))
+    return mean
+
+  from tqdm.auto import tqdm
+  bar = tqdm(total=tc.steps, initial=start, desc=config.method, unit="step", dynamic_ncols=True,
+             disable=not config.get("progress_bar", True))
+  t_last, step_last = time.time(), start
+  step = start
+  try:
+    with _StopRequest() as stop:
+      it = train_data.iterate(start)
+      for step in range(start, tc.steps):
+        batch = next(it)
+        rstate, metrics = p_step(rstate, batch)
+        pending.append((step + 1, metrics))
+        done = step + 1
+        last = done == tc.steps or stop.requested
+        if done % tc.log_every == 0 or last:
+          scalars = flush()
+          now = time.time()
+          scalars["steps_per_second"] = (done - step_last) / max(now - t_last, 1e-9)
+          scalars["epoch"] = train_data.epoch_of(step)
+          t_last, step_last = now, done
+          writer.write(done, scalars)
+          bar.set_postfix({k: f"{v:.3g}" for k, v in scalars.items()
+                           if k.startswith("loss") or k == "steps_per_second"}, refresh=False)
+          summary["metrics"] = scalars
+        bar.update(1)
+        if done % tc.save_every == 0 or last:
+          flush()
+          ckpt.save(done, unreplicate(rstate), config.to_dict())
+        if tc.eval_every and done % tc.eval_every == 0 and not last:
+          write_samples(method, unreplicate(rstate), config, workdir, done, writer)
+        if stop.requested:
+          summary["stopped_by"] = stop.requested
+          break
+      else:
+        step = tc.steps
+  finally:
+    bar.close()
+  state = unreplicate(rstate)
+  summary["end_step"] = int(state.step)
+  if "stopped_by" not in summary and int(state.step) >= tc.steps:
+    write_samples(method, state, config, workdir, int(state.step), writer)
+    if config.eval.get("at_end", True) and config.eval.metrics:
+      summary["eval"] = run_final_eval(method, state, config, workdir)
+  writer.close()
+  ckpt.close()
+  return summary
+
+
+def write_samples(method, state, config, workdir: str, step: int, writer=None) -> list[str]:
+  """Sample grids from a fixed set of validation images (the same at every eval)."""
+  source, _ = pipeline.load_split(config.data, config.eval.sample_split)
+  n = 2 * config.eval.num_grid_images
+  idx = np.random.default_rng(config.seed).choice(len(source), size=min(n, len(source)),
+                                                  replace=False)
+  images = pipeline.to_model_images(source.take(np.sort(idx))["image"], config.data.image_size,
+                                    tuple(config.data.value_range))
+  grids = evaluation.eval_images(method, state.params, state.batch_stats, images)
+  paths, tiles = [], []
+  for name, grid in grids.items():
+    path = os.path.join(workdir, "samples", f"{name}_{step:07d}.png")
+    paths.append(viz.save_grid(path, grid, tuple(config.data.value_range)))
+    tiles.append(viz.tile(viz.to_uint8(grid, tuple(config.data.value_range))))
+  # The overview puts the largest family of equally shaped grids (e.g. one per chunk) together.
+  shapes = [t.shape for t in tiles]
+  same = [t for t in tiles if t.shape == max(set(shapes), key=shapes.count)]
+  if len(same) > 1:
+    overview = viz.upscale(viz.side_by_side(same, cols=4), 512)
+    paths.append(viz.save_png(os.path.join(workdir, "samples", f"overview_{step:07d}.png"),
+                              overview))
+    if writer:
+      writer.image("samples/overview", overview, step)
+  return paths
+
+
+def run_final_eval(method, state, config, workdir: str) -> dict[str, Any]:
+  source, meta = pipeline.load_split(config.data, config.eval.split)
+  results = evaluation.evaluate_representation(method, state.params, state.batch_stats, config,
+                                               source)
+  from djax.metrics import retrieval
+  report = {"step": int(state.step), "split": config.eval.split, "dataset": meta.name,
+            "num_examples": meta.size, "results": results}
+  path = os.path.join(workdir, "eval.json")
+  with open(path + ".tmp", "w") as f:
+    json.dump(_jsonable(report), f, indent=2)
+  os.replace(path + ".tmp", path)
+  if "chunk_retrieval_map" in results:
+    print(f"\nNearest-neighbour retrieval mAP on {meta.name}:{config.eval.split} "
+          f"(step {int(state.step)}):")
+    print(retrieval.format_map_table(results["chunk_retrieval_map"]))
+  return report
+
+
+def _jsonable(x):
+  if isinstance(x, dict):
+    return {str(k): _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, (np.ndarray, jnp.ndarray)):
+    return np.asarray(x).tolist()
+  if isinstance(x, (np.floating, np.integer)):
+    return x.item()
+  return x

@@ -1,0 +1,73 @@
+"""Four forced CPU devices for every test, so data-parallel code runs as on a multi-device host.
+
+XLA reads the flag when jax initialises its backend: it must be set before jax is imported.
+"""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=4").strip()
+
+import tempfile  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+# Many tests compile the same tiny networks; a persistent cache turns repeats into hits.
+jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="djax-xla-cache-"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def tiny_mixing_config(steps: int = 4, batch_size: int = 8):
+  """The mixing config shrunk to 16x16 images and a few channels: seconds to compile."""
+  import importlib.util
+  path = os.path.join(os.path.dirname(__file__), "..", "experiments", "mixing_sprites.py")
+  spec = importlib.util.spec_from_file_location("mixing_sprites_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config("small")
+  c.data.name = "tiny_shapes"
+  c.data.image_size = 16
+  c.model.n_chunks = 4
+  c.model.chunk_size = 4
+  c.model.encoder_spec = "c8k3s2-c16k3s2-f"
+  c.model.decoder_spec = "d16k4-d8k4s2-d3k4s2"
+  c.model.discriminator_spec = "c8k3s2-f"
+  c.model.classifier_spec = "c8k3s2-p-f16-f"
+  c.train.batch_size = batch_size
+  c.train.steps = steps
+  c.train.log_every = 1
+  c.train.save_every = 2
+  c.train.eval_every = 0
+  c.eval.factors = ("colour", "size")
+  c.eval.num_grid_images = 2
+  c.progress_bar = False
+  c.tensorboard = True
+  return c
+
+
+def make_tiny_shapes(n: int, seed: int):
+  """Squares with two known factors (colour, size) on 16x16 images."""
+  rng = np.random.default_rng(seed)
+  colour = rng.integers(0, 3, n)
+  size = rng.integers(0, 3, n)
+  palette = np.array([[220, 40, 40], [40, 200, 40], [40, 40, 220]], np.uint8)
+  images = np.full((n, 16, 16, 3), 245, np.uint8)
+  for i in range(n):
+    s = 4 + 3 * size[i]
+    y, x = rng.integers(0, 16 - s + 1, 2)
+    images[i, y:y + s, x:x + s] = palette[colour[i]]
+  return {"image": images, "colour": colour, "size": size}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_shapes_dataset():
+  from djax.data import registry
+  registry.register_arrays(
+      "tiny_shapes",
+      {"train": make_tiny_shapes(256, 0), "validation": make_tiny_shapes(32, 1),
+       "test": make_tiny_shapes(96, 2)},
+      {"colour": 3, "size": 3})
+  return "tiny_shapes"

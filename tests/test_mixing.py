@@ -1,0 +1,148 @@
+"""Hu et al. 2018: the mixing algebra, each loss against a direct computation, and which
+parameters each loss reaches."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import make_tiny_shapes, tiny_mixing_config
+from djax.data.pipeline import to_model_images
+from djax.methods import mixing
+
+
+def _np_log_sigmoid(x):
+  return -np.logaddexp(0.0, -x)
+
+
+def test_mix_selects_chunks_and_unmix_recovers_f1():
+  rng = np.random.default_rng(0)
+  n, d, b = 8, 3, 5
+  f1, f2, f3 = (rng.normal(size=(b, n * d)).astype(np.float32) for _ in range(3))
+  mask = rng.integers(0, 2, (b, n)).astype(np.float32)
+  f12 = np.asarray(mixing.mix(f1, f2, mask))
+  for i in range(b):
+    for c in range(n):
+      want = f1 if mask[i, c] else f2
+      np.testing.assert_array_equal(f12[i, c * d:(c + 1) * d], want[i, c * d:(c + 1) * d])
+  # Unmixing the mixed code against f1 with the same mask returns f1's chunks exactly.
+  np.testing.assert_array_equal(np.asarray(mixing.mix(f12, f1, mask)), f1)
+  # ... and in the pipeline's cycle the m-chunks of f3 replace f1's: f_{3⊕1} = m f3 + (1-m) f1.
+  f31 = np.asarray(mixing.mix(f3, f1, mask))
+  m = np.repeat(mask, d, axis=1)
+  np.testing.assert_array_equal(f31, m * f3 + (1 - m) * f1)
+
+
+def test_mask_sampling_is_fair_and_per_example():
+  keys = jax.random.split(jax.random.PRNGKey(0), 4000)
+  masks = np.asarray(mixing.sample_masks(keys, 8))
+  assert set(np.unique(masks)) == {0.0, 1.0}
+  assert abs(masks.mean() - 0.5) < 0.02
+  assert len({tuple(m) for m in masks[:50]}) > 30
+  shared = np.asarray(mixing.sample_masks(keys[:6], 8, per_example=False))
+  assert (shared == shared[:1]).all()
+
+
+def test_losses_match_direct_computation():
+  rng = np.random.default_rng(1)
+  x1 = rng.uniform(-1, 1, (3, 4, 4, 3)).astype(np.float32)
+  x4 = rng.uniform(-1, 1, (3, 4, 4, 3)).astype(np.float32)
+  np.testing.assert_allclose(mixing.mixing_loss(x4, x1), np.mean((x4 - x1) ** 2), rtol=1e-6)
+
+  real, fake = rng.normal(size=(5, 1)) * 3, rng.normal(size=(5, 1)) * 3
+  d_real, d_fake = 1 / (1 + np.exp(-real)), 1 / (1 + np.exp(-fake))
+  want_d = np.mean(-np.log(d_real) - np.log(1 - d_fake))
+  np.testing.assert_allclose(mixing.discriminator_loss(real, fake), want_d, rtol=1e-5)
+  np.testing.assert_allclose(mixing.generator_loss(fake), np.mean(-np.log(d_fake)), rtol=1e-5)
+  np.testing.assert_allclose(mixing.generator_loss(fake, "minimax"), np.mean(np.log(1 - d_fake)),
+                             rtol=1e-5)
+  with pytest.raises(ValueError, match="unknown GAN loss"):
+    mixing.generator_loss(fake, "wasserstein")
+
+  logits = rng.normal(size=(4, 8)) * 2
+  mask = rng.integers(0, 2, (4, 8)).astype(np.float64)
+  y = 1 / (1 + np.exp(-logits))
+  want_c = np.mean(np.sum(-(mask * np.log(y) + (1 - mask) * np.log(1 - y)), axis=1))
+  np.testing.assert_allclose(mixing.classifier_loss(logits, mask), want_c, rtol=1e-5)
+  # Stable for confident logits where the naive formula overflows.
+  assert np.isfinite(float(mixing.classifier_loss(jnp.array([[80.0, -80.0]]),
+                                                  jnp.array([[0.0, 1.0]]))))
+
+
+@pytest.fixture(scope="module")
+def tiny_setup():
+  config = tiny_mixing_config()
+  method = mixing.Mixing(config, axis_name=None)
+  data = make_tiny_shapes(16, 3)
+  x = jnp.asarray(to_model_images(data["image"], 16))
+  batch = {"image": x[:8], "image2": x[8:]}
+  state = method.init(jax.random.PRNGKey(0), batch)
+  return config, batch, state
+
+
+def _changed_groups(config, batch, state, **lambdas):
+  config = config.copy_and_resolve_references()
+  for k, v in lambdas.items():
+    config.loss[k] = v
+  method = mixing.Mixing(config, axis_name=None)
+  new, metrics = jax.jit(method.train_step)(state, batch, jax.random.PRNGKey(1))
+  out = {}
+  for name, old_p, new_p in (("encoder", state.params["ae"]["encoder"], new.params["ae"]["encoder"]),
+                             ("decoder", state.params["ae"]["decoder"], new.params["ae"]["decoder"]),
+                             ("dsc", state.params["dsc"], new.params["dsc"]),
+                             ("cls", state.params["cls"], new.params["cls"])):
+    diffs = jax.tree_util.tree_map(lambda a, b: float(jnp.max(jnp.abs(a - b))), old_p, new_p)
+    out[name] = max(jax.tree_util.tree_leaves(diffs)) > 0
+  return out, metrics
+
+
+ZERO = dict(lambda_mix=0.0, lambda_gan=0.0, lambda_cls=0.0, lambda_rec=0.0)
+
+
+@pytest.mark.parametrize("active,expected", [
+    # The discriminator's own loss moves the discriminator and nothing else.
+    (None, {"encoder": False, "decoder": False, "dsc": True, "cls": False}),
+    # L_M (eq. 1) trains encoder and decoder only.
+    ("lambda_mix", {"encoder": True, "decoder": True, "dsc": True, "cls": False}),
+    # L_G (eq. 2) trains the autoencoder through x3; the classifier is untouched.
+    ("lambda_gan", {"encoder": True, "decoder": True, "dsc": True, "cls": False}),
+    # L_C (eq. 3) trains the classifier and, cooperatively, the autoencoder through x3.
+    ("lambda_cls", {"encoder": True, "decoder": True, "dsc": True, "cls": True}),
+])
+def test_each_loss_reaches_exactly_its_parameters(tiny_setup, active, expected):
+  config, batch, state = tiny_setup
+  lambdas = dict(ZERO)
+  if active:
+    lambdas[active] = 1.0
+  changed, metrics = _changed_groups(config, batch, state, **lambdas)
+  assert changed == expected
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
+def test_train_step_reports_the_losses_it_optimises(tiny_setup):
+  config, batch, state = tiny_setup
+  method = mixing.Mixing(config, axis_name=None)
+  _, metrics = method.train_step(state, batch, jax.random.PRNGKey(1))
+  # Recompute L_M from the same forward pass and masks.
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(1), i))(jnp.arange(8))
+  mask = mixing.sample_masks(keys, config.model.n_chunks)
+  out, _ = method.forward(state.params, state.batch_stats, batch["image"], batch["image2"], mask)
+  np.testing.assert_allclose(metrics["loss_mix"], mixing.mixing_loss(out["x4"], batch["image"]),
+                             rtol=1e-5)
+  assert 0.0 <= float(metrics["mask_accuracy"]) <= 1.0
+
+
+def test_transfer_grid_layout(tiny_setup):
+  config, batch, state = tiny_setup
+  method = mixing.Mixing(config, axis_name=None)
+  src, tgt = batch["image"][:3], batch["image2"][:2]
+  grids = np.asarray(method.transfer_grids(state.params, state.batch_stats, src, tgt))
+  assert grids.shape == (config.model.n_chunks, 3, 4, 16, 16, 3)
+  np.testing.assert_array_equal(grids[0, 0, 1:], np.asarray(src))  # sources along the top
+  np.testing.assert_array_equal(grids[0, 1:, 0], np.asarray(tgt))  # targets down the left
+  # A cell decodes the target's code with one chunk replaced by the source's.
+  f_s = method.encode(state.params, state.batch_stats, src)
+  f_t = method.encode(state.params, state.batch_stats, tgt)
+  mask = jnp.asarray([[0.0, 1.0, 0.0, 0.0]])
+  want = method.decode_fn(state.params, state.batch_stats, mixing.mix(f_s[2:3], f_t[1:2], mask))[0]
+  np.testing.assert_allclose(grids[1, 2, 3], np.asarray(want[0]), atol=1e-5)
