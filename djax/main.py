@@ -7,6 +7,7 @@ A rerun with the same ``--workdir`` resumes from its latest checkpoint.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from absl import app, flags, logging
@@ -17,6 +18,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics.jsonl, "
                                "TensorBoard events, samples/ and eval.json. Default: "
                                "./runs/<config name>-<time>.")
+_TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the full traceback of a configuration "
+                                "or data error instead of its one-line message.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -31,14 +34,19 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   # orbax and tfds log every save and load at INFO; --verbosity=0 brings them back.
-  if flags.FLAGS["verbosity"].using_default_value:
+  if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   from djax import train  # after flag parsing: keeps --help fast
   config = _CONFIG.value
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
   logging.info("workdir: %s", workdir)
   print(f"djax: training {config.method} on {config.data.name}; workdir {workdir}", flush=True)
-  summary = train.train_and_evaluate(config, workdir)
+  try:
+    summary = train.train_and_evaluate(config, workdir)
+  except (ValueError, FileNotFoundError, train.NonFiniteLossError) as e:
+    if _TRACEBACK.value:
+      raise
+    sys.exit(f"djax: error: {e}\n(--traceback shows where it came from)")
   if summary.get("stopped_by"):
     print(f"stopped by {summary['stopped_by']} at step {summary['end_step']}; rerun the same "
           f"command to resume", flush=True)
