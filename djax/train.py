@@ -180,7 +180,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   bar = tqdm(total=tc.steps, initial=start, desc=config.method, unit="step", dynamic_ncols=True,
              disable=not config.get("progress_bar", True))
   t_last, step_last = time.time(), start
-  step = start
   try:
     with _StopRequest() as stop:
       it = train_data.iterate(start)
@@ -209,8 +208,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if stop.requested:
           summary["stopped_by"] = stop.requested
           break
-      else:
-        step = tc.steps
   finally:
     bar.close()
   state = unreplicate(rstate)

@@ -5,7 +5,14 @@ memory when it fits, otherwise read by random access per batch. Batches are a pu
 function of (seed, step): the order of epoch e is a permutation seeded by (seed, e), so a
 resumed run sees exactly the batches an uninterrupted run would, with no iterator state in
 the checkpoint. The last partial batch of an epoch is dropped (every step sees a full,
-evenly shardable batch). Batches come out shaped [devices, per_device_batch, ...].
+evenly shardable batch); ``Pipeline.sequential`` (one ordered pass, for evaluation) pads it
+instead and marks the padding in ``valid``. Batches come out shaped
+[devices, per_device_batch, ...].
+
+Beyond the example itself a batch can carry partners drawn by a sampler
+(``pairing``, see ``djax.data.samplers``): a random other example, one sharing or not
+sharing its label, Mathieu et al.'s triplets, or Ruiz et al.'s reference batch; and, for
+semi-supervised training, ``label_mask`` with the labels of unlabelled examples masked.
 """
 
 from __future__ import annotations
@@ -25,9 +32,22 @@ class DatasetMeta:
   name: str
   split: str
   size: int
-  image_shape: tuple[int, int, int]
+  image_shape: tuple[int, ...]  # of what the source stores under ``data_key`` (after crops)
   value_range: tuple[float, float]
   factors: Mapping[str, int]  # discrete ground-truth factors: name -> cardinality
+  # continuous ground-truth factors: name -> (low, high) of their values
+  continuous_factors: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+  # names of the values of discrete factors, where the dataset names them
+  factor_values: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+  label_key: str | None = None  # the class label (what 'same_label' pairs share), if any
+  class_names: tuple[str, ...] = ()  # names of the values of ``label_key``
+  data_key: str = "image"  # 'image' (uint8 [H, W, C]) or e.g. 'point' (float [D]) for toys
+  source: str = ""  # where the data comes from (builder, paper, homepage)
+  description: str = ""
+
+  @property
+  def is_image(self) -> bool:
+    return self.data_key == "image"
 
 
 class ArraySource:
@@ -52,16 +72,24 @@ def _stack_records(records: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
 
 
 class TfdsSource:
-  """Random access to a tfds array_record split, decoded to numpy."""
+  """Random access to a tfds array_record split, decoded to numpy.
 
-  def __init__(self, data_source):
+  ``transform`` (optional) maps each decoded record before stacking: the per-dataset crop,
+  resize and flattening of nested features (``djax.data.tfds_datasets``).
+  """
+
+  def __init__(self, data_source, transform=None):
     self.data_source = data_source
+    self.transform = transform
 
   def __len__(self) -> int:
     return len(self.data_source)
 
   def take(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    return _stack_records(self.data_source.__getitems__([int(i) for i in indices]))
+    records = self.data_source.__getitems__([int(i) for i in indices])
+    if self.transform is not None:
+      records = [self.transform(r) for r in records]
+    return _stack_records(records)
 
   def load_all(self, chunk: int = 2048, desc: str = "") -> ArraySource:
     from tqdm.auto import tqdm
@@ -88,26 +116,70 @@ def to_model_images(images: np.ndarray, image_size: int, value_range=(-1.0, 1.0)
 class Pipeline:
   """Deterministic, resumable batches for data-parallel training.
 
-  ``pairing='random'`` adds ``image2``: a second, independently shuffled stream, so each
-  example is paired with a random other example (Hu et al.'s independent x1, x2).
+  A batch is ``{'image': float32 [devices, per_device, H, W, C], 'labels': {factor: ...}}``
+  (``'point'`` instead of ``'image'`` for non-image datasets), plus what ``pairing`` adds
+  (``djax.data.samplers.PAIRINGS``):
+
+  * ``'random'``: ``image2``, a second, independently shuffled stream, so each example is
+    paired with a random other example (Hu et al.'s independent x1, x2);
+  * ``'random_other'``: ``image2``/``labels2``, a uniformly drawn *different* example
+    (Lezama's pairs (x, x_j) for the Jacobian term);
+  * ``'same_label'`` / ``'different_label'``: ``image2``/``labels2`` sharing / not sharing
+    the label ``label_key``; ``'same_or_different'``: either, with probability 1/2, and
+    ``same`` (bool) saying which (Mathieu et al., Hu et al.);
+  * ``'triplet'``: ``image_same`` (x1', same label) and ``image_other`` (x2, another label)
+    with ``labels_same``/``labels_other`` (Mathieu et al.'s Algorithm 1);
+  * ``'reference'``: ``image_ref``/``labels_ref``, a batch of the reference split drawn
+    from its own shuffled stream (Ruiz et al.'s two streams; pass ``reference``).
+
+  ``labelled_fraction=p`` keeps the labels of a fixed, class-stratified p-fraction of the
+  split (seeded by ``seed``) and masks the others: ``label_mask`` (bool) says which examples
+  are labelled; masked integer labels read -1, masked continuous ones 0.
   """
 
   def __init__(self, source, meta: DatasetMeta, *, batch_size: int, num_devices: int, seed: int,
                image_size: int, value_range=(-1.0, 1.0), pairing: str | None = None,
-               label_keys: tuple[str, ...] | None = None):
+               label_keys: tuple[str, ...] | None = None, label_key: str | None = None,
+               reference=None, labelled_fraction: float | None = None):
+    from djax.data import samplers
     if batch_size % num_devices:
       raise ValueError(f"batch size {batch_size} does not split over {num_devices} devices; "
                        f"use a multiple of {num_devices}")
     if len(source) < batch_size:
       raise ValueError(f"split {meta.split!r} of {meta.name!r} has {len(source)} examples, fewer "
                        f"than one batch of {batch_size}")
-    if pairing not in (None, "random"):
-      raise ValueError(f"unknown pairing {pairing!r}; use None or 'random'")
+    if pairing not in samplers.PAIRINGS:
+      raise ValueError(f"unknown pairing {pairing!r}; known: {list(samplers.PAIRINGS)}")
     self.source, self.meta = source, meta
     self.batch_size, self.num_devices, self.seed = batch_size, num_devices, seed
     self.image_size, self.value_range, self.pairing = image_size, tuple(value_range), pairing
-    self.label_keys = tuple(meta.factors) if label_keys is None else label_keys
+    if label_keys is None:
+      label_keys = tuple(meta.factors) + tuple(meta.continuous_factors)
+      if meta.label_key and meta.label_key not in label_keys:
+        label_keys += (meta.label_key,)
+    self.label_keys = label_keys
+    self.continuous = frozenset(meta.continuous_factors)
     self.steps_per_epoch = len(source) // batch_size
+    self.label_key = label_key or meta.label_key
+    self._index = None
+    if pairing in samplers.LABEL_PAIRINGS or labelled_fraction is not None:
+      if not self.label_key:
+        raise ValueError(f"pairing {pairing!r} / labelled_fraction need a class label; "
+                         f"{meta.name!r} has none: set --config.data.label_key to one of "
+                         f"{sorted(meta.factors)}")
+      labels = column(source, self.label_key)
+      self._index = samplers.LabelIndex(labels)
+    self.reference = reference
+    if pairing == "reference":
+      if reference is None:
+        raise ValueError("pairing='reference' needs the reference split (reference=source)")
+      if len(reference) < batch_size:
+        raise ValueError(f"the reference split has {len(reference)} examples, fewer than one "
+                         f"batch of {batch_size}")
+    self.labelled_fraction = labelled_fraction
+    self.labelled = None
+    if labelled_fraction is not None:
+      self.labelled = samplers.labelled_mask(self._index.labels, labelled_fraction, seed)
 
   def _order(self, epoch: int, stream: int) -> np.ndarray:
     return np.random.default_rng([self.seed, epoch, stream]).permutation(len(self.source))
@@ -119,14 +191,71 @@ class Pipeline:
   def epoch_of(self, step: int) -> int:
     return step // self.steps_per_epoch
 
+  def _inputs(self, ex) -> np.ndarray:
+    if self.meta.is_image:
+      return to_model_images(ex["image"], self.image_size, self.value_range)
+    return np.asarray(ex[self.meta.data_key], np.float32)
+
+  def _labels(self, ex) -> dict[str, np.ndarray]:
+    return {k: ex[k].astype(np.float32 if k in self.continuous else np.int32)
+            for k in self.label_keys if k in ex}
+
+  def _partner(self, out, suffix, source, indices):
+    ex = source.take(indices)
+    key = "image" if self.meta.is_image else self.meta.data_key
+    out[key + suffix] = self._inputs(ex)
+    out["labels" + suffix] = self._labels(ex)
+
   def batch(self, step: int) -> dict[str, np.ndarray]:
-    ex = self.source.take(self._indices(step, 0))
-    out = {"image": to_model_images(ex["image"], self.image_size, self.value_range)}
-    out["labels"] = {k: ex[k].astype(np.int32) for k in self.label_keys if k in ex}
+    from djax.data import samplers
+    idx = self._indices(step, 0)
+    ex = self.source.take(idx)
+    out = {self.meta.data_key: self._inputs(ex)}
+    out["labels"] = self._labels(ex)
     if self.pairing == "random":
       ex2 = self.source.take(self._indices(step, 1))
-      out["image2"] = to_model_images(ex2["image"], self.image_size, self.value_range)
+      out[self.meta.data_key + "2"] = self._inputs(ex2)
+    elif self.pairing is not None:
+      rng = samplers.step_rng(self.seed, step)
+      if self.pairing == "random_other":
+        self._partner(out, "2", self.source, samplers.random_other(len(self.source), idx, rng))
+      elif self.pairing == "same_label":
+        self._partner(out, "2", self.source, self._index.same(idx, rng))
+      elif self.pairing == "different_label":
+        self._partner(out, "2", self.source, self._index.different(idx, rng))
+      elif self.pairing == "same_or_different":
+        partner, same = self._index.same_or_different(idx, rng)
+        self._partner(out, "2", self.source, partner)
+        out["same"] = same
+      elif self.pairing == "triplet":
+        same, other = samplers.triplets(self._index, idx, rng)
+        self._partner(out, "_same", self.source, same)
+        self._partner(out, "_other", self.source, other)
+      elif self.pairing == "reference":
+        ref = samplers.epoch_batch_indices(len(self.reference), self.batch_size, self.seed,
+                                           step, stream=2)
+        self._partner(out, "_ref", self.reference, ref)
+    if self.labelled is not None:
+      mask = self.labelled[idx]
+      out["label_mask"] = mask
+      out["labels"] = {k: np.where(mask, v, np.asarray(0 if k in self.continuous else -1,
+                                                       v.dtype))
+                       for k, v in out["labels"].items()}
     return shard(out, self.num_devices)
+
+  def sequential(self, batch_size: int | None = None):
+    """One pass over the split in stored order (evaluation): the last batch is padded by
+    repeating the split's last example, and ``valid`` (bool) marks the real examples."""
+    b = batch_size or self.batch_size
+    if b % self.num_devices:
+      raise ValueError(f"batch size {b} does not split over {self.num_devices} devices")
+    n = len(self.source)
+    for start in range(0, n, b):
+      idx = np.arange(start, start + b)
+      valid = idx < n
+      ex = self.source.take(np.minimum(idx, n - 1))
+      out = {self.meta.data_key: self._inputs(ex), "labels": self._labels(ex), "valid": valid}
+      yield shard(out, self.num_devices)
 
   def iterate(self, start_step: int = 0, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
     """Batches from ``start_step`` on, prepared ``prefetch`` ahead in a background thread."""
@@ -165,6 +294,15 @@ class Pipeline:
       stop.set()
 
 
+def column(source, key: str, chunk: int = 4096) -> np.ndarray:
+  """All values of one feature of a source (labels for the samplers)."""
+  if isinstance(source, ArraySource):
+    return np.asarray(source.arrays[key])
+  n = len(source)
+  return np.concatenate([source.take(np.arange(i, min(i + chunk, n)))[key]
+                         for i in range(0, n, chunk)])
+
+
 def shard(tree, num_devices: int):
   """[B, ...] -> [devices, B / devices, ...] for every array in a nested dict."""
   if isinstance(tree, dict):
@@ -191,11 +329,28 @@ def load_split(data_cfg, split: str) -> tuple[ArraySource | TfdsSource, DatasetM
 
 
 def get_dataset(data_cfg, split: str, *, batch_size: int, num_devices: int, seed: int,
-                pairing: str | None = None) -> Pipeline:
+                pairing: str | None = None, labelled_fraction: float | None = None) -> Pipeline:
+  """The one entry point: batches of ``split`` of ``data_cfg.name`` (see ``Pipeline``).
+
+  Reads from ``data_cfg``: ``name``, ``image_size``, ``value_range``, ``data_dir``,
+  ``manual_dir``, ``in_memory_max_gb`` and, optionally, ``label_key`` (the label pairs
+  share), ``reference_split`` (for ``pairing='reference'``, default 'reference') and
+  ``labelled_fraction`` (semi-supervised; the argument wins over the config). The name and
+  the image size are checked before any data is read or generated.
+  """
+  from djax.data import registry
+  registry.check_config(data_cfg)
   source, meta = load_split(data_cfg, split)
+  reference = None
+  if pairing == "reference":
+    reference, _ = load_split(data_cfg, data_cfg.get("reference_split") or "reference")
+  if labelled_fraction is None:
+    labelled_fraction = data_cfg.get("labelled_fraction")
   return Pipeline(source, meta, batch_size=batch_size, num_devices=num_devices, seed=seed,
-                  image_size=data_cfg.image_size, value_range=tuple(data_cfg.value_range),
-                  pairing=pairing)
+                  image_size=data_cfg.get("image_size"),
+                  value_range=tuple(data_cfg.get("value_range", (-1.0, 1.0))),
+                  pairing=pairing, label_key=data_cfg.get("label_key") or None,
+                  reference=reference, labelled_fraction=labelled_fraction)
 
 
 def default_data_dir() -> str:

@@ -3,6 +3,9 @@
 A name is ``dataset`` or ``dataset/config`` as in tfds (``sprites/small``). djax's own
 builders generate their data locally and are prepared automatically on first use; other
 tfds datasets must already be prepared under ``data_dir`` (this machine cannot download).
+``djax.data.tfds_datasets.SPECS`` holds the per-dataset crops, sizes and factor specs of the
+tfds datasets the papers use; ``check_config`` validates a data config (name, image size)
+before anything is read or generated.
 """
 
 from __future__ import annotations
@@ -14,7 +17,13 @@ from djax.data import pipeline
 # name -> module path and class of djax's own (offline) builders
 BUILDERS = {
     "sprites": ("djax.data.sprites", "Sprites"),
+    "mnist_5k": ("djax.data.mnist_5k", "Mnist5k"),
+    "styled_mnist": ("djax.data.styled_mnist", "StyledMnist"),
+    "three_moons": ("djax.data.three_moons", "ThreeMoons"),
 }
+
+# The class label of builders that do not name one (what 'same_label' pairs share).
+DEFAULT_LABEL_KEYS = {"sprites": "character"}
 
 
 # name -> {split: ArraySource}, factors: datasets a user (or a test) hands over as arrays
@@ -27,7 +36,9 @@ def register_arrays(name: str, splits: dict[str, dict], factors: dict[str, int])
 
 
 def known_names() -> list[str]:
-  return sorted(BUILDERS) + sorted(_IN_MEMORY)
+  from djax.data import tfds_datasets
+  tfds_names = [n for n in tfds_datasets.SPECS if n not in BUILDERS]
+  return sorted(BUILDERS) + sorted(tfds_names) + sorted(_IN_MEMORY)
 
 
 def _split_name(name: str) -> tuple[str, str | None]:
@@ -53,8 +64,73 @@ def builder(data_cfg):
   try:
     return tfds.builder(data_cfg.name, data_dir=data_dir)
   except Exception as e:  # tfds raises several types for unknown names
-    raise ValueError(f"unknown dataset {data_cfg.name!r}: not a djax builder ({known_names()}) "
-                     f"and tfds says: {e}") from e
+    msg = str(e).split("\n")[0]
+    raise ValueError(f"unknown dataset {data_cfg.name!r}; known: {known_names()} (djax's "
+                     f"offline builders, the tfds datasets of the papers, in-memory arrays), or "
+                     f"any tfds name prepared under data_dir. tfds says: {msg}") from e
+
+
+def _spec(data_cfg):
+  from djax.data import tfds_datasets
+  return tfds_datasets.SPECS.get(_split_name(data_cfg.name)[0])
+
+
+def _data_key(b) -> str:
+  return getattr(type(b), "DATA_KEY", "image")
+
+
+def stored_shape(data_cfg, b=None) -> tuple[int, ...]:
+  """Shape of what a split stores under its data key, after the spec's crop / resize."""
+  spec = _spec(data_cfg)
+  if spec is not None:
+    return spec.image_shape(data_cfg.get("image_size"))
+  b = b or builder(data_cfg)
+  return tuple(b.info.features[_data_key(b)].shape)
+
+
+def check_config(data_cfg) -> None:
+  """Errors a user can act on, before any data is read: an unknown name lists the known
+  ones; an image size the dataset cannot give names both sizes."""
+  from djax.data import tfds_datasets
+  if data_cfg.name in _IN_MEMORY:
+    splits, _ = _IN_MEMORY[data_cfg.name]
+    shape = tuple(next(iter(splits.values())).arrays["image"].shape[1:])
+    err = tfds_datasets.size_error(data_cfg.name, None, shape, data_cfg.get("image_size"))
+  else:
+    b = builder(data_cfg)
+    if _data_key(b) != "image":
+      return
+    err = tfds_datasets.size_error(data_cfg.name, _spec(data_cfg), stored_shape(data_cfg, b),
+                                   data_cfg.get("image_size"))
+  if err:
+    raise ValueError(err)
+
+
+def check_image_size(data_cfg, model_image_size: int, what: str = "the model") -> None:
+  """Raises, naming both sizes, when ``what`` is built for another image size than the data
+  config gives. Methods call it from their constructors (config time)."""
+  size = data_cfg.get("image_size")
+  if size != model_image_size:
+    raise ValueError(f"{what} is built for {model_image_size}x{model_image_size} images, but "
+                     f"config.data.image_size is {size} ({data_cfg.name}): make them agree")
+
+
+def _not_prepared_error(data_cfg, b) -> FileNotFoundError:
+  from djax.data import tfds_datasets
+  root = b.data_dir_root if hasattr(b, "data_dir_root") else data_cfg.get("data_dir")
+  manual = ""
+  spec = _spec(data_cfg)
+  if spec is not None and spec.manual:
+    manual = f"\n{spec.manual}"
+  return FileNotFoundError(
+      f"dataset {data_cfg.name!r} is not prepared under data_dir={str(root)!r} (looked in "
+      f"{b.data_dir}) and cannot be downloaded here. Preparing tfds image datasets needs "
+      f"TensorFlow and a network: on a connected machine run\n"
+      f"  {tfds_datasets.prepare_command(data_cfg.name)}\n"
+      f"then copy DIR here and pass --config.data.data_dir=DIR (or set TFDS_DATA_DIR). "
+      f"Datasets that need files you download yourself read them from "
+      f"--config.data.manual_dir.{manual}\n"
+      f"Offline alternatives: {sorted(BUILDERS)} (e.g. mnist_5k for MNIST).")
 
 
 def open_split(data_cfg, split: str):
@@ -66,7 +142,8 @@ def open_split(data_cfg, split: str):
     return source, pipeline.DatasetMeta(
         name=data_cfg.name, split=split, size=len(source),
         image_shape=tuple(source.arrays["image"].shape[1:]),
-        value_range=tuple(data_cfg.get("value_range", (-1.0, 1.0))), factors=factors)
+        value_range=tuple(data_cfg.get("value_range", (-1.0, 1.0))), factors=factors,
+        source="in-memory arrays (registry.register_arrays)")
   b = builder(data_cfg)
   base, _ = _split_name(data_cfg.name)
   if base in BUILDERS:
@@ -74,29 +151,60 @@ def open_split(data_cfg, split: str):
       manual_dir = data_cfg.get("manual_dir") or None
       import tensorflow_datasets as tfds
       b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  elif not b.is_prepared():
-    raise FileNotFoundError(
-        f"dataset {data_cfg.name!r} is not prepared under {b.data_dir_root!r} and cannot be "
-        f"downloaded here. On a machine with a network run\n"
-        f"  pip install 'djax[tf]' && python -c \"import tensorflow_datasets as tfds; "
-        f"tfds.builder('{data_cfg.name}', data_dir='DIR', file_format='array_record')"
-        f".download_and_prepare()\"\n"
-        f"then copy DIR here and pass --config.data.data_dir=DIR")
-  if split not in b.info.splits:
+  split = getattr(type(b), "SPLIT_ALIASES", {}).get(split, split)
+  known_splits = b.info.splits
+  split_base = split.split("[")[0]
+  if known_splits and split_base not in known_splits:
     raise ValueError(f"dataset {data_cfg.name!r} has no split {split!r}; "
-                     f"splits: {sorted(b.info.splits)}")
-  source = pipeline.TfdsSource(b.as_data_source(split=split))
-  meta = _meta(b, data_cfg, split, len(source))
+                     f"splits: {sorted(known_splits)}")
+  try:
+    data_source = b.as_data_source(split=split)
+  except Exception as e:  # tfds raises NotImplementedError / ValueError when nothing is there
+    if base not in BUILDERS and not b.is_prepared():
+      raise _not_prepared_error(data_cfg, b) from e
+    raise
+  meta = _meta(b, data_cfg, split, len(data_source))
+  source = pipeline.TfdsSource(data_source, transform=_transform(b, data_cfg))
   return source, meta
+
+
+def _transform(b, data_cfg):
+  spec = _spec(data_cfg)
+  if spec is not None:
+    return spec.transform(b.info.features, data_cfg.get("image_size"))
+  if _split_name(data_cfg.name)[0] in BUILDERS:
+    return None
+  # Another tfds dataset: keep the flat features (nested dicts do not stack).
+  return lambda r: {k: v for k, v in r.items() if not isinstance(v, dict)}
 
 
 def _meta(b, data_cfg, split, size):
   import tensorflow_datasets as tfds
   features = b.info.features
-  image_shape = tuple(features["image"].shape)
-  factors = {k: f.num_classes for k, f in features.items()
-             if isinstance(f, tfds.features.ClassLabel)}
+  base, _ = _split_name(data_cfg.name)
+  spec = _spec(data_cfg)
+  cls = type(b)
+  if spec is not None:
+    _, factors, names = spec.keys(features)
+    continuous = dict(spec.continuous)
+    label_key = spec.label_key
+    source = spec.source
+  else:
+    factors, names = {}, {}
+    for k, f in features.items():
+      if isinstance(f, tfds.features.ClassLabel):
+        factors[k] = f.num_classes
+        names[k] = tuple(f.names)
+    continuous = dict(getattr(cls, "CONTINUOUS_FACTORS", {}))
+    label_key = getattr(cls, "LABEL_KEY", None) or DEFAULT_LABEL_KEYS.get(base)
+    if label_key is None and "label" in factors:
+      label_key = "label"
+    source = getattr(cls, "SOURCE", "") or f"tfds {base}: {b.info.homepage}"
   return pipeline.DatasetMeta(name=data_cfg.name, split=split, size=size,
-                              image_shape=image_shape,
+                              image_shape=tuple(stored_shape(data_cfg, b)),
                               value_range=tuple(data_cfg.get("value_range", (-1.0, 1.0))),
-                              factors=factors)
+                              factors=factors, continuous_factors=continuous,
+                              factor_values=names, label_key=label_key,
+                              class_names=tuple(names.get(label_key, ())) if label_key else (),
+                              data_key=_data_key(b), source=source,
+                              description=str(b.info.description or "").strip())

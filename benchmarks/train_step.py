@@ -1,0 +1,92 @@
+"""Seconds per train step of a method at a config, on synthetic batches of the config's shape.
+
+    python -m benchmarks.train_step --config=experiments/mixing_sprites.py:small [--steps=10]
+    python -m benchmarks.train_step --config=experiments/mixing_sprites.py --out=bench.json
+
+Prints compile time, steady-state ms/step (median of --steps after warm-up, with min/max),
+images/s, peak resident memory, device kind and count, jax/flax versions; --out writes JSON.
+The step is the trainer's own pmapped step (donated state), so the figure is what a run pays.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import statistics
+import time
+
+import flax
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from djax import methods, train
+from djax.methods import base
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file[:variant]")
+_STEPS = flags.DEFINE_integer("steps", 10, "timed steps after warm-up")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "untimed steps after compilation")
+_OUT = flags.DEFINE_string("out", "", "write the figures as JSON here")
+flags.mark_flags_as_required(["config"])
+
+
+def synthetic_batch(config, num_devices: int, seed: int = 0) -> dict:
+  b, s = config.train.batch_size, config.data.image_size
+  rng = np.random.default_rng(seed)
+  images = lambda: rng.uniform(-1, 1, (num_devices, b // num_devices, s, s, 3)).astype(np.float32)
+  batch = {"image": images(), "labels": {}}
+  if config.data.get("pairing"):
+    batch["image2"] = images()
+  return batch
+
+
+def measure(config, steps: int = 10, warmup: int = 2) -> dict:
+  devices = train.local_devices(config)
+  method = methods.create(config)
+  batch = synthetic_batch(config, len(devices))
+  first = jax.tree_util.tree_map(lambda x: x[0], batch)
+  state = jax.jit(method.init)(jax.random.PRNGKey(0), first)
+  p_step = jax.pmap(train._make_step(method), axis_name=base.AXIS, devices=devices,
+                    donate_argnums=(0,))
+  rstate = train.replicate(state, devices)
+  t0 = time.perf_counter()
+  rstate, metrics = p_step(rstate, batch)
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - t0
+  for _ in range(warmup):
+    rstate, metrics = p_step(rstate, batch)
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    rstate, metrics = p_step(rstate, batch)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t0)
+  med = statistics.median(times)
+  return {
+      "method": config.method, "data": config.data.name, "image_size": config.data.image_size,
+      "batch_size": config.train.batch_size, "compile_plus_first_step_s": round(compile_s, 3),
+      "ms_per_step_median": round(1e3 * med, 2), "ms_per_step_min": round(1e3 * min(times), 2),
+      "ms_per_step_max": round(1e3 * max(times), 2),
+      "images_per_s": round(config.train.batch_size / med, 1),
+      "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+      "device_kind": devices[0].device_kind, "device_count": len(devices),
+      "jax": jax.__version__, "flax": flax.__version__, "python": platform.python_version(),
+  }
+
+
+def main(argv):
+  del argv
+  result = measure(_CONFIG.value, _STEPS.value, _WARMUP.value)
+  width = max(map(len, result))
+  for k, v in result.items():
+    print(f"{k:<{width}}  {v}")
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,215 @@
+"""The offline datasets, really generated: mnist_5k, styled_mnist (tiny), three_moons; and
+``python -m djax.data.show`` on them."""
+
+import math
+
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from djax.data import mnist_5k, pipeline, show, stable_random, styled_mnist, three_moons
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("offline_tfds"))
+
+
+def _cfg(name, data_dir, image_size=None, value_range=(-1.0, 1.0), **kw):
+  c = ml_collections.ConfigDict(dict(name=name, data_dir=data_dir, manual_dir="",
+                                     image_size=image_size, value_range=value_range,
+                                     in_memory_max_gb=4.0))
+  c.update(kw)
+  return c
+
+
+def test_stable_random_is_the_same_everywhere():
+  np.testing.assert_allclose(stable_random.uniform([1, 2, 3], 3),
+                             [0.67047226, 0.11101464, 0.51150908], rtol=1e-7)
+  np.testing.assert_array_equal(stable_random.integers([4], 5, 1, 10), [10, 6, 10, 1, 7])
+  np.testing.assert_allclose(stable_random.normal([5], 2), [-1.79981068, -0.40519251], rtol=1e-7)
+
+
+# ------------------------------------------------------------------------------- mnist_5k
+
+
+def test_mnist_5k_builder(data_dir):
+  train, meta = pipeline.load_split(_cfg("mnist_5k", data_dir, 28), "train")
+  test, _ = pipeline.load_split(_cfg("mnist_5k", data_dir, 28), "test")
+  assert (len(train), len(test)) == (4000, 1000)
+  assert meta.factors == {"label": 10} and meta.label_key == "label"
+  assert meta.image_shape == (28, 28, 1) and len(meta.class_names) == 10
+  # the features of tfds mnist (decoded): uint8 [28, 28, 1] and a 10-class label
+  tfds_mnist = tfds.builder("mnist", data_dir=data_dir).info.features
+  assert tuple(tfds_mnist["image"].shape) == train.arrays["image"].shape[1:]
+  assert train.arrays["image"].dtype == np.uint8
+  assert tfds_mnist["label"].num_classes == 10
+  # stratified 400 / 100 per class, disjoint, the csv's digits
+  assert (np.bincount(train.arrays["label"]) == 400).all()
+  assert (np.bincount(test.arrays["label"]) == 100).all()
+  images, labels = mnist_5k.load_arrays()
+  tr, te = mnist_5k.split_indices("train"), mnist_5k.split_indices("test")
+  assert not set(tr) & set(te) and len(set(tr) | set(te)) == 5000
+  rows = {images[i].tobytes(): labels[i] for i in te}
+  for x, y in zip(test.arrays["image"][:50], test.arrays["label"][:50]):
+    assert rows[x.tobytes()] == y
+
+
+def test_mnist_5k_batches(data_dir):
+  p = pipeline.get_dataset(_cfg("mnist_5k", data_dir, 32, (0.0, 1.0)), "train", batch_size=16,
+                           num_devices=2, seed=1)
+  b = p.batch(5)
+  assert b["image"].shape == (2, 8, 32, 32, 1) and b["image"].dtype == np.float32
+  assert b["image"].min() == 0.0 and b["image"].max() == 1.0
+  assert (b["image"][:, :, :2] == 0).all()  # Mathieu's 32x32: zero padding
+  assert p.steps_per_epoch == 250 and p.epoch_of(250) == 1
+  again = pipeline.get_dataset(_cfg("mnist_5k", data_dir, 32, (0.0, 1.0)), "train",
+                               batch_size=16, num_devices=2, seed=1).batch(5)
+  np.testing.assert_array_equal(again["image"], b["image"])
+  with pytest.raises(ValueError, match=r"'mnist_5k' gives .*28.*32.*image_size=64"):
+    pipeline.get_dataset(_cfg("mnist_5k", data_dir, 64), "train", batch_size=16,
+                         num_devices=1, seed=0)
+
+
+# --------------------------------------------------------------------------- styled_mnist
+
+
+@pytest.fixture(scope="module")
+def styled(data_dir):
+  cfg = _cfg("styled_mnist/tiny", data_dir, 64, (0.0, 1.0))
+  return {s: pipeline.load_split(cfg, s) for s in styled_mnist.SPLITS}
+
+
+def test_styled_mnist_splits_and_metadata(styled):
+  sizes = {s: len(src) for s, (src, _) in styled.items()}
+  assert sizes == {"reference": 40, "unlabelled": 80, "test_fit": 20, "test_eval": 20}
+  meta = styled["unlabelled"][1]
+  assert meta.image_shape == (64, 64, 3) and meta.label_key == "label"
+  assert meta.continuous_factors == styled_mnist.FACTOR_RANGES
+  ref, unl = styled["reference"][0].arrays, styled["unlabelled"][0].arrays
+  assert not set(ref["digit"]) & set(unl["digit"])  # the two halves of the train digits
+  assert len(set(ref["label"])) >= 8  # a class-balanced sample, not the first rows
+
+
+def test_reference_digits_are_untransformed_edges(styled):
+  ref = styled["reference"][0].arrays
+  images, _, ids = styled_mnist.source_digits("mnist_5k", "train", limit=80)
+  digit = {int(i): images[k] for k, i in enumerate(ids)}
+  for k in range(5):
+    d = digit[int(ref["digit"][k])]
+    np.testing.assert_array_equal(ref["image"][k], styled_mnist.reference_image(d))
+    edge = styled_mnist.edges(d)
+    assert set(np.unique(ref["image"][k])) == {0, 255}
+    assert (ref["image"][k][..., 0] > 0).sum() == edge.sum()
+    for f in styled_mnist.FACTORS:
+      assert ref[f][k] == 1.0
+
+
+def test_unlabelled_digits_are_transformed_twice_as_stated(styled):
+  unl = styled["unlabelled"][0].arrays
+  digits, counts = np.unique(unl["digit"], return_counts=True)
+  assert (counts == 2).all()
+  assert (unl["width"] == np.round(unl["width"])).all()
+  assert unl["width"].min() >= 1 and unl["width"].max() <= 10
+  np.testing.assert_allclose(unl["R"] + unl["G"] + unl["B"], 1.0, rtol=1e-5)
+  assert unl["scale"].min() >= 0.5 and unl["scale"].max() <= 1.0
+  for k in range(10):
+    x = unl["image"][k].astype(np.float64)
+    # colour: every pixel is its grey level times (R, G, B)
+    grey = x.max(axis=-1) / max(unl["R"][k], unl["G"][k], unl["B"][k])
+    rgb = np.stack([unl["R"][k], unl["G"][k], unl["B"][k]])
+    assert np.abs(x - grey[..., None] * rgb).max() <= 1.0
+    # size: the digit fits in the centred box of side round(64 * scale)
+    side = int(round(64 * unl["scale"][k]))
+    top = (64 - side) // 2
+    mask = x.sum(-1) > 0
+    assert not mask[:top].any() and not mask[top + side:].any()
+    assert not mask[:, :top].any() and not mask[:, top + side:].any()
+  # the two copies of a digit differ
+  first = np.flatnonzero(unl["digit"] == digits[0])
+  assert not np.array_equal(unl["image"][first[0]], unl["image"][first[1]])
+
+
+def test_transforms_on_a_dot():
+  dot = np.zeros((64, 64), bool)
+  dot[30, 30] = True
+  for k in range(1, 11):
+    assert styled_mnist.dilate(dot, k).sum() == k * k
+  img = styled_mnist.style(dot, {"R": 0.5, "G": 0.25, "B": 0.25, "scale": 1.0, "width": 3.0})
+  assert img[30, 30].tolist() == [128, 64, 64] and (img.sum(-1) > 0).sum() == 9
+  small = styled_mnist.style(np.ones((64, 64), bool), {"R": 1.0, "G": 0.0, "B": 0.0,
+                                                       "scale": 0.5, "width": 1.0})
+  assert (small[..., 0] > 0).sum() == 32 * 32 and small[16:48, 16:48, 0].min() == 255
+
+
+def test_styled_mnist_pipeline_two_streams(data_dir):
+  cfg = _cfg("styled_mnist/tiny", data_dir, 64, (-1.0, 1.0))
+  p = pipeline.get_dataset(cfg, "train", batch_size=16, num_devices=2, seed=0,
+                           pairing="reference")
+  assert p.meta.split == "unlabelled"  # 'train' is the unlabelled split
+  b = p.batch(0)
+  assert b["image"].shape == b["image_ref"].shape == (2, 8, 64, 64, 3)
+  assert -1.0 <= b["image"].min() and b["image"].max() <= 1.0
+  assert b["labels"]["width"].dtype == np.float32 and b["labels"]["label"].dtype == np.int32
+  assert (b["labels_ref"]["scale"] == 1.0).all()
+  assert not (b["labels"]["scale"] == 1.0).all()
+  again = pipeline.get_dataset(cfg, "train", batch_size=16, num_devices=2, seed=0,
+                               pairing="reference").batch(0)
+  np.testing.assert_array_equal(again["image_ref"], b["image_ref"])
+
+
+# ---------------------------------------------------------------------------- three_moons
+
+
+def test_three_moons_is_zheng_and_suns(data_dir):
+  train, meta = pipeline.load_split(_cfg("three_moons", data_dir), "train")
+  assert meta.data_key == "point" and not meta.is_image
+  assert meta.factors == {"label": 3} and meta.class_names == ("left", "middle", "right")
+  a = train.arrays
+  assert len(a["label"]) == 9000 and (np.bincount(a["label"]) == 3000).all()
+  assert a["point"].dtype == np.float32 and a["point"].shape == (9000, 2)
+  centre = np.asarray(three_moons.CENTERS)[a["label"]]
+  clean = np.stack([centre + np.cos(a["angle"]), np.sin(a["angle"])], -1)
+  noise = a["point"] - clean
+  assert abs(noise.mean()) < 0.01 and abs(noise.std() - 0.15) < 0.005
+  assert a["angle"].min() >= 0 and a["angle"].max() <= math.pi
+  # the label is in x, not y: the class means of x are 2.2 apart, those of y equal
+  mx = [a["point"][a["label"] == k, 0].mean() for k in range(3)]
+  my = [a["point"][a["label"] == k, 1].mean() for k in range(3)]
+  np.testing.assert_allclose(np.diff(mx), 2.2, atol=0.05)
+  assert np.ptp(my) < 0.05
+
+
+def test_three_moons_batches(data_dir):
+  p = pipeline.get_dataset(_cfg("three_moons", data_dir), "train", batch_size=30,
+                           num_devices=3, seed=0, labelled_fraction=0.1, pairing="random")
+  b = p.batch(0)
+  assert b["point"].shape == b["point2"].shape == (3, 10, 2) and b["point"].dtype == np.float32
+  assert b["label_mask"].shape == (3, 10)
+  assert abs(p.labelled.mean() - 0.1) < 1e-9
+
+
+# ---------------------------------------------------------------------------------- show
+
+
+@pytest.mark.parametrize("name,split", [("mnist_5k", None), ("three_moons", None),
+                                        ("styled_mnist/tiny", "reference,unlabelled")])
+def test_show_writes_a_grid_and_prints_the_card(data_dir, tmp_path, capsys, name, split):
+  from PIL import Image
+  out = str(tmp_path / "grid.png")
+  argv = [f"--dataset={name}", f"--data_dir={data_dir}", f"--out={out}", "--num=8"]
+  if split:
+    argv.append(f"--split={split}")
+  assert show.main(argv) == 0
+  text = capsys.readouterr().out
+  with Image.open(out) as im:
+    assert im.size[0] > 100 and im.size[1] > 100
+  assert f"dataset      {name}" in text and "splits" in text and "source" in text
+  if name == "styled_mnist/tiny":
+    assert "width [1, 10]" in text and "reference: 40" in text
+
+
+def test_show_unknown_dataset_is_an_error(capsys):
+  assert show.main(["--dataset=no_such_dataset"]) == 2
+  assert "known:" in capsys.readouterr().err
