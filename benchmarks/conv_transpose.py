@@ -1,4 +1,4 @@
-"""Benchmark: native (lax.conv_transpose) vs sub-pixel djax ConvTranspose.
+"""Benchmark: native (lax.conv_transpose) vs decomposed djax ConvTranspose impls.
 
 Run from the repo root::
 
@@ -15,7 +15,8 @@ Times, per layer and for a 4-layer decoder stack (k4 s2 'SAME'):
 
 Every function is jitted, compiled and run once before timing (excluded);
 each timed call ends with ``block_until_ready``; the median over
-``--repeats`` calls is reported.
+``--repeats`` calls is reported.  Impls are timed round-robin within each
+repeat, so that load from other processes affects them alike.
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import linen as nn
 
 from djax.nn.conv_transpose import ConvTranspose
 
 # (H_in, C_in, C_out): k4 s2 'SAME' doubles H.  Matches djax's 64x64 decoders.
 LAYERS = [(4, 512, 512), (8, 512, 256), (16, 256, 128), (32, 128, 3)]
-# --extra: the other transposed convs djax decoders use.
+# --extra: other combos decoders use (k2s2, the 1x1 -> 4x4 k4 VALID
+# projection) plus odd kernels.
 # (name, H_in, C_in, C_out, kernel, stride, padding)
 EXTRA = [
     ("k4s1 VALID 1x1x256->4x4x512", 1, 256, 512, 4, 1, "VALID"),
@@ -58,14 +59,18 @@ class Stack(nn.Module):
         return x
 
 
-def _timeit(fn, args, repeats):
-    jax.block_until_ready(fn(*args))  # compile + warm-up, excluded
-    ts = []
+def _timeit_interleaved(fns, args, repeats):
+    """Median wall time per fn.  The fns are run round-robin within each
+    repeat so that load changes on a shared machine hit every impl alike."""
+    for fn in fns.values():
+        jax.block_until_ready(fn(*args))  # compile + warm-up, excluded
+    ts = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts), ts
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            ts[k].append(time.perf_counter() - t0)
+    return {k: (statistics.median(v), v) for k, v in ts.items()}
 
 
 def _make_fns(module):
@@ -100,18 +105,14 @@ def bench_case(name, make_module, x_shape, impls, modes, repeats, key):
         lambda a: jax.random.normal(kt1, a.shape, a.dtype), params
     )
     tx = jax.random.normal(kt2, x.shape, x.dtype)
+    fns = {impl: _make_fns(make_module(impl)) for impl in impls}
+    args = {"fwd": (params, x), "fwd_bwd": (params, x),
+            "jvp": (params, x, tp, tx), "grad_jvp": (params, x, tp, tx)}
+    idx = {"fwd": 0, "fwd_bwd": 1, "jvp": 2, "grad_jvp": 3}
     rows = {}
-    for impl in impls:
-        fwd, fwd_bwd, jvp, grad_jvp = _make_fns(make_module(impl))
-        calls = {
-            "fwd": (fwd, (params, x)),
-            "fwd_bwd": (fwd_bwd, (params, x)),
-            "jvp": (jvp, (params, x, tp, tx)),
-            "grad_jvp": (grad_jvp, (params, x, tp, tx)),
-        }
-        for mode in modes:
-            fn, args = calls[mode]
-            med, ts = _timeit(fn, args, repeats)
+    for mode in modes:
+        res = _timeit_interleaved({i: fns[i][idx[mode]] for i in impls}, args[mode], repeats)
+        for impl, (med, ts) in res.items():
             rows[(impl, mode)] = {"median_s": med, "times_s": ts}
             print(f"  {name:<32} {impl:<9} {mode:<8} {med * 1e3:10.1f} ms", flush=True)
     return rows

@@ -1,19 +1,42 @@
 """The generic evaluator: what a method's config asks to be computed on held-out data.
 
-Array work only (codes, scores, grids); the trainer decides where results are written.
+Array work only (codes, scores, grids); the trainer and ``djax.evaluate`` decide where
+results are written. ``config.eval.metrics`` names metrics of :data:`METRICS`; each is a
+function of an :class:`EvalContext` (the split's codes and factors, the method and its
+variables, lazily: a second split's codes for probes, the dataset classifier, decoded
+images) and returns a JSON-able dict (numpy arrays allowed).
+
+Optional ``config.eval`` keys (all have defaults):
+
+* ``code_slice`` (``retrieval_map``, ``linear_probe``, ``linear_regression_mae``): the part
+  of the code to score, ``"start:stop"``; default the whole code.
+* ``probe_split`` (probes): the split the probes are fitted on (default ``validation``);
+  they are scored on ``eval.split``.
+* ``continuous_factors`` (``linear_regression_mae``): names; default the dataset's.
+* ``swap_dims`` (``swap_success``): the swapped part y, ``"start:stop"``; default each chunk
+  of a chunked code (``method.n_chunks``) in turn.  ``swap_factors``: factors the classifier
+  judges (default ``eval.factors``).
+* ``attribute_units`` (``attribute_flip``): factor -> code unit; ``flip_alpha`` (40).
+* ``score_factor`` (``classifier_score``, ``inception_score``, ``ms_ssim_diversity``): the
+  factor whose classes group generated images (default the first of ``eval.factors``);
+  ``num_generated`` (default 2000); ``inception_weights``: path of the Inception file.
+* ``classifier_dir``, ``classifier_steps``, ``classifier_batch_size``: the dataset
+  classifier's cache and training.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any
+import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from djax.data import pipeline
-from djax.metrics import retrieval
+from djax.metrics import disentanglement, generation, probes, retrieval
 
 
 def encode_split(method, params, stats, source, data_cfg, batch_size: int = 256,
@@ -31,19 +54,362 @@ def encode_split(method, params, stats, source, data_cfg, batch_size: int = 256,
   return np.concatenate(feats), {k: np.concatenate(v) for k, v in factors.items()}
 
 
-def evaluate_representation(method, params, stats, config, source) -> dict[str, Any]:
-  """Scores named in ``config.eval.metrics`` on a split's codes."""
-  results: dict[str, Any] = {}
-  factor_names = list(config.eval.factors)
-  features, factors = encode_split(method, params, stats, source, config.data,
-                                   factor_names=factor_names)
-  for name in config.eval.metrics:
-    if name == "chunk_retrieval_map":
-      results[name] = retrieval.chunk_attribute_map(features, factors, method.n_chunks)
+@dataclasses.dataclass
+class EvalContext:
+  """What metrics are computed from; expensive parts are built on first use and kept."""
+  method: Any
+  params: Any
+  stats: Any
+  config: Any
+  source: Any  # the evaluated split
+  features: np.ndarray  # [N, D] codes of ``source``
+  factors: dict[str, np.ndarray]  # eval.factors of ``source``
+  _cache: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def eval_cfg(self):
+    return self.config.eval
+
+  def opt(self, key: str, default=None):
+    value = self.config.eval.get(key, default)
+    return default if value is None else value
+
+  @property
+  def seed(self) -> int:
+    return int(self.config.get("seed", 0))
+
+  def split_meta(self):
+    if "meta" not in self._cache:
+      self._cache["meta"] = pipeline.load_split(self.config.data, self.config.eval.split)[1]
+    return self._cache["meta"]
+
+  def probe_split(self) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+    """Codes and factors (eval.factors + continuous ones) of ``eval.probe_split``."""
+    if "probe" not in self._cache:
+      split = self.opt("probe_split", "validation")
+      src, _ = pipeline.load_split(self.config.data, split)
+      names = list(self.config.eval.factors) + self.continuous_names()
+      feats, facs = encode_split(self.method, self.params, self.stats, src, self.config.data,
+                                 factor_names=names)
+      self._cache["probe"] = (feats, facs, split)
+    return self._cache["probe"]
+
+  def continuous_names(self) -> list[str]:
+    names = self.opt("continuous_factors", None)
+    if names is None:
+      names = list(getattr(self.split_meta(), "continuous_factors", {}) or {})
+    return list(names)
+
+  def eval_factors_with(self, names) -> dict[str, np.ndarray]:
+    """The evaluated split's values of ``names`` (read from the source if not loaded)."""
+    missing = [k for k in names if k not in self.factors]
+    if missing:
+      ex = self.source.take(np.arange(len(self.source)))
+      for k in missing:
+        self.factors[k] = np.asarray(ex[k])
+    return {k: self.factors[k] for k in names}
+
+  def classifier(self):
+    if "classifier" not in self._cache:
+      from djax.metrics import classifier
+      names = list(self.opt("swap_factors", None) or self.config.eval.factors)
+      for k in self.attribute_units():
+        if k not in names:
+          names.append(k)
+      self._cache["classifier"] = classifier.get_classifier(
+          self.config.data, names, cache_dir=self.opt("classifier_dir", None) or None,
+          steps=int(self.opt("classifier_steps", 800)),
+          batch_size=int(self.opt("classifier_batch_size", 128)), seed=self.seed)
+    return self._cache["classifier"]
+
+  def attribute_units(self) -> dict[str, int]:
+    units = self.opt("attribute_units", None)
+    return {str(k): int(v) for k, v in dict(units).items()} if units else {}
+
+  def decode(self, codes: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    fn = self._cache.get("decode_fn")
+    if fn is None:
+      m = self.method
+      if hasattr(m, "decode"):
+        fn = jax.jit(m.decode)
+      elif hasattr(m, "decode_fn"):
+        fn = jax.jit(lambda p, s, f: m.decode_fn(p, s, f)[0])
+      else:
+        raise ValueError(f"method {type(m).__name__} has no decoder (decode or decode_fn); "
+                         f"generation metrics need one")
+      self._cache["decode_fn"] = fn
+    out = []
+    for s in range(0, len(codes), batch_size):
+      chunk = np.asarray(codes[s:s + batch_size], np.float32)
+      n = len(chunk)  # pad to the batch size: one compilation for every batch
+      chunk = np.pad(chunk, ((0, batch_size - n),) + ((0, 0),) * (chunk.ndim - 1))
+      out.append(np.asarray(fn(self.params, self.stats, jnp.asarray(chunk)))[:n])
+    return np.concatenate(out)
+
+  def parts(self) -> dict[str, np.ndarray]:
+    """Name -> column indices of each swappable part of the code."""
+    dims = self.opt("swap_dims", None)
+    d = self.features.shape[1]
+    cols = np.arange(d)
+    if dims:
+      return {f"y[{dims}]": retrieval.select_dims(cols[None], dims)[0]}
+    n_chunks = getattr(self.method, "n_chunks", None)
+    if n_chunks:
+      size = d // n_chunks
+      return {f"chunk {c}": cols[c * size:(c + 1) * size] for c in range(n_chunks)}
+    raise ValueError("swap_success needs config.eval.swap_dims (the y part of the code) for a "
+                     "method without chunks")
+
+  def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) index pairs over the split: a = every example, b = a random other one."""
+    if "pairs" not in self._cache:
+      rng = np.random.default_rng([self.seed, 1])
+      n = len(self.features)
+      a = np.arange(n)
+      b = (a + rng.integers(1, n, n)) % n
+      self._cache["pairs"] = (a, b)
+    return self._cache["pairs"]
+
+  def generated(self) -> tuple[np.ndarray, str]:
+    """Images the model generates, and how: a method's ``sample`` if it has one, else
+    decoded random chunk mixes of two test codes (Hu et al.'s x3), else decoded swaps of
+    ``swap_dims``, else reconstructions."""
+    if "generated" in self._cache:
+      return self._cache["generated"]
+    n = min(int(self.opt("num_generated", 2000)), len(self.features))
+    rng = np.random.default_rng([self.seed, 2])
+    m = self.method
+    if hasattr(m, "sample"):
+      imgs = np.asarray(m.sample(self.params, self.stats, jax.random.PRNGKey(self.seed), n))
+      how = "method.sample"
     else:
-      raise ValueError(f"unknown metric {name!r} in config.eval.metrics; "
-                       f"known: ['chunk_retrieval_map']")
+      a = rng.choice(len(self.features), n, replace=False)
+      b = rng.choice(len(self.features), n, replace=True)
+      fa, fb = self.features[a], self.features[b]
+      n_chunks = getattr(m, "n_chunks", None)
+      if n_chunks:
+        size = fa.shape[1] // n_chunks
+        mask = np.repeat(rng.integers(0, 2, (n, n_chunks)).astype(bool), size, axis=1)
+        codes, how = np.where(mask, fa, fb), "decoded random chunk mixes of two test codes"
+      elif self.opt("swap_dims", None):
+        cols = retrieval.select_dims(np.arange(fa.shape[1])[None], self.opt("swap_dims"))[0]
+        codes = fa.copy()
+        codes[:, cols] = fb[:, cols]
+        how = f"decoded swaps of y = {self.opt('swap_dims')} between two test codes"
+      else:
+        codes, how = fa, "reconstructions of test images"
+      imgs = self.decode(codes.astype(np.float32))
+    self._cache["generated"] = (imgs, how)
+    return self._cache["generated"]
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def _chunk_retrieval_map(ctx: EvalContext):
+  return retrieval.chunk_attribute_map(ctx.features, ctx.factors, ctx.method.n_chunks)
+
+
+def _retrieval_map(ctx: EvalContext):
+  return retrieval.factor_map(ctx.features, ctx.factors, dims=ctx.opt("code_slice", None))
+
+
+def _linear_probe(ctx: EvalContext):
+  feats, facs, split = ctx.probe_split()
+  names = list(ctx.config.eval.factors)
+  out = probes.linear_classifier_accuracy(feats, {k: facs[k] for k in names}, ctx.features,
+                                          ctx.factors, dims=ctx.opt("code_slice", None))
+  out["fit_split"] = split
+  return out
+
+
+def _linear_regression_mae(ctx: EvalContext):
+  names = ctx.continuous_names()
+  if not names:
+    raise ValueError("linear_regression_mae needs continuous factors: the dataset has none and "
+                     "config.eval.continuous_factors is not set")
+  feats, facs, split = ctx.probe_split()
+  # Ruiz et al.'s MAEs (~0.05-0.1 for width in 1..10 px) imply factors scaled to [0, 1]:
+  # scale by the dataset's declared ranges where it declares them.
+  ranges = dict(getattr(ctx.split_meta(), "continuous_factors", {}) or {})
+
+  def scaled(values):
+    out = {}
+    for k in names:
+      v = np.asarray(values[k], np.float64)
+      if k in ranges:
+        lo, hi = ranges[k]
+        v = (v - lo) / (hi - lo)
+      out[k] = v
+    return out
+
+  out = probes.linear_regression_mae(feats, scaled(facs), ctx.features,
+                                     scaled(ctx.eval_factors_with(names)),
+                                     dims=ctx.opt("code_slice", None))
+  out["fit_split"] = split
+  out["scaled"] = sorted(k for k in names if k in ranges)
+  return out
+
+
+def _dis(name):
+  def fn(ctx: EvalContext):
+    return getattr(disentanglement, name)(ctx.features, ctx.factors, seed=ctx.seed)
+  fn.__name__ = name
+  return fn
+
+
+def _recon_predictions(ctx: EvalContext) -> dict[str, np.ndarray]:
+  if "recon_pred" not in ctx._cache:
+    clf = ctx.classifier()
+    ctx._cache["recon_pred"] = clf.predict(ctx.decode(ctx.features.astype(np.float32)))
+  return ctx._cache["recon_pred"]
+
+
+def _swap_success(ctx: EvalContext):
+  clf = ctx.classifier()
+  names = list(ctx.opt("swap_factors", None) or ctx.config.eval.factors)
+  recon = _recon_predictions(ctx)
+  a, b = ctx.pairs()
+  table = {}
+  for part, cols in ctx.parts().items():
+    codes = ctx.features[a].astype(np.float32).copy()
+    codes[:, cols] = ctx.features[b][:, cols]
+    pred = clf.predict(ctx.decode(codes))
+    table[part] = {k: generation.swap_success(pred[k], recon[k][b], recon[k][a]) for k in names}
+  success = np.array([[table[p][k]["success"] for k in names] for p in table])
+  # NaN where no pair qualifies (the classifier gives every reconstruction one label)
+  has = ~np.all(np.isnan(success), axis=0)
+  best = {k: float(np.nanmax(success[:, j])) if has[j] else float("nan")
+          for j, k in enumerate(names)}
+  best_part = {k: list(table)[int(np.nanargmax(success[:, j]))] if has[j] else None
+               for j, k in enumerate(names)}
+  return {"parts": list(table), "factors": names, "success": success,
+          "best": best, "best_part": best_part,
+          "details": table, "classifier_test_accuracy": clf.test_accuracy,
+          "reference": "classifier label of the reconstructions (Lezama's code)"}
+
+
+def _attribute_flip(ctx: EvalContext):
+  units = ctx.attribute_units()
+  if not units:
+    raise ValueError("attribute_flip needs config.eval.attribute_units (factor -> code unit)")
+  clf = ctx.classifier()
+  recon = _recon_predictions(ctx)
+  alpha = float(ctx.opt("flip_alpha", 40.0))
+  per = {}
+  for k, unit in units.items():
+    pred = clf.predict(ctx.decode(generation.flip_codes(ctx.features, unit, alpha)))[k]
+    per[k] = generation.attribute_flip_success(pred, recon[k])
+  return {"success": {k: v["success"] for k, v in per.items()},
+          "average": float(np.mean([v["success"] for v in per.values()])), "alpha": alpha,
+          "classifier_test_accuracy": {k: ctx.classifier().test_accuracy[k] for k in units}}
+
+
+def _score_factor(ctx: EvalContext) -> str:
+  return str(ctx.opt("score_factor", None) or list(ctx.config.eval.factors)[0])
+
+
+def _classifier_score(ctx: EvalContext):
+  imgs, how = ctx.generated()
+  k = _score_factor(ctx)
+  clf = ctx.classifier()
+  out = generation.inception_score(clf.probs(imgs)[k])
+  out.update({"label": f"classifier score (djax-trained {ctx.config.data.name} classifier of "
+                       f"'{k}', not the Inception Score)", "factor": k, "generated_by": how,
+              "classifier_test_accuracy": clf.test_accuracy[k]})
+  return out
+
+
+def _inception_score(ctx: EvalContext):
+  path = ctx.opt("inception_weights", None)
+  if not path:
+    raise ValueError("inception_score needs config.eval.inception_weights (see "
+                     "djax/metrics/inception.py for the file); use 'classifier_score' for the "
+                     "same score with a djax-trained classifier of the dataset")
+  from djax.metrics import inception
+  imgs, how = ctx.generated()
+  probs = inception.InceptionV3.from_file(path).probs(imgs, tuple(ctx.config.data.value_range))
+  out = generation.inception_score(probs, splits=10)
+  out.update({"label": "Inception Score", "generated_by": how, "weights": str(path)})
+  return out
+
+
+def _ms_ssim_diversity(ctx: EvalContext):
+  imgs, how = ctx.generated()
+  k = _score_factor(ctx)
+  labels = ctx.classifier().predict(imgs)[k]
+  lo, hi = ctx.config.data.value_range
+  out = generation.intra_class_diversity(imgs, labels, max_val=float(hi - lo), seed=ctx.seed)
+  out.update({"factor": k, "grouped_by": "classifier prediction", "generated_by": how})
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+  fn: Callable[[EvalContext], dict]
+  version: str
+  description: str
+
+
+METRICS: dict[str, Metric] = {
+    "chunk_retrieval_map": Metric(_chunk_retrieval_map, "1",
+                                  "NN retrieval mAP per (chunk, factor), Hu et al. Table 2"),
+    "retrieval_map": Metric(_retrieval_map, "1", "NN retrieval mAP per factor on eval.code_slice"),
+    "linear_probe": Metric(_linear_probe, probes.VERSIONS["linear_probe"],
+                           "logistic-regression accuracy per discrete factor (Hu Table 3)"),
+    "linear_regression_mae": Metric(_linear_regression_mae,
+                                    probes.VERSIONS["linear_regression_mae"],
+                                    "OLS MAE per continuous factor (Ruiz Table 1)"),
+    "mig": Metric(_dis("mig"), disentanglement.VERSIONS["mig"], "Mutual Information Gap"),
+    "sap": Metric(_dis("sap"), disentanglement.VERSIONS["sap"], "SAP score"),
+    "dci": Metric(_dis("dci"), disentanglement.VERSIONS["dci"],
+                  "DCI disentanglement, completeness, informativeness"),
+    "factor_vae": Metric(_dis("factor_vae"), disentanglement.VERSIONS["factor_vae"],
+                         "FactorVAE score"),
+    "beta_vae": Metric(_dis("beta_vae"), disentanglement.VERSIONS["beta_vae"], "BetaVAE score"),
+    "swap_success": Metric(_swap_success, generation.VERSIONS["swap_success"],
+                           "swap success per (part, factor), Lezama Table 1"),
+    "attribute_flip": Metric(_attribute_flip, generation.VERSIONS["attribute_flip"],
+                             "attribute flip success, Lezama Table 2"),
+    "classifier_score": Metric(_classifier_score, generation.VERSIONS["classifier_score"],
+                               "Inception-Score formula with a djax-trained classifier"),
+    "inception_score": Metric(_inception_score, generation.VERSIONS["inception_score"],
+                              "Inception Score (needs eval.inception_weights)"),
+    "ms_ssim_diversity": Metric(_ms_ssim_diversity, generation.VERSIONS["ms_ssim_diversity"],
+                                "intra-class diversity 1 - MS-SSIM (Zheng & Sun Table 2)"),
+}
+
+
+def evaluate_representation(method, params, stats, config, source, *, metrics=None,
+                            timings: dict | None = None,
+                            features=None, factors=None) -> dict[str, Any]:
+  """Scores named in ``config.eval.metrics`` (or ``metrics``) on a split's codes.
+
+  ``timings``, if given, receives seconds per metric (and 'encode').  ``features`` /
+  ``factors`` skip the encoding when the caller already has them.
+  """
+  names = list(config.eval.metrics if metrics is None else metrics)
+  unknown = [n for n in names if n not in METRICS]
+  if unknown:
+    raise ValueError(f"unknown metric(s) {unknown} in config.eval.metrics; "
+                     f"known: {sorted(METRICS)}")
+  t0 = time.time()
+  if features is None:
+    features, factors = encode_split(method, params, stats, source, config.data,
+                                     factor_names=list(config.eval.factors))
+  if timings is not None:
+    timings["encode"] = time.time() - t0
+  ctx = EvalContext(method, params, stats, config, source, features, dict(factors))
+  results: dict[str, Any] = {}
+  for name in names:
+    t = time.time()
+    results[name] = METRICS[name].fn(ctx)
+    if timings is not None:
+      timings[name] = time.time() - t
   return results
+
+
+def metric_versions(names) -> dict[str, str]:
+  return {n: METRICS[n].version for n in names}
 
 
 @functools.lru_cache(maxsize=None)

@@ -42,7 +42,11 @@ def main(argv):
   logging.info("workdir: %s", workdir)
   print(f"djax: training {config.method} on {config.data.name}; workdir {workdir}", flush=True)
   try:
-    summary = train.train_and_evaluate(config, workdir)
+    if config.get("stages"):  # progressive growth (Lezama 2019): one run, all stages
+      from djax import progressive
+      summary = progressive.main(config, workdir)
+    else:
+      summary = train.train_and_evaluate(config, workdir)
   except (ValueError, FileNotFoundError, train.NonFiniteLossError) as e:
     if _TRACEBACK.value:
       raise

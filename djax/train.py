@@ -248,21 +248,8 @@ def write_samples(method, state, config, workdir: str, step: int, writer=None) -
 
 
 def run_final_eval(method, state, config, workdir: str) -> dict[str, Any]:
-  source, meta = pipeline.load_split(config.data, config.eval.split)
-  results = evaluation.evaluate_representation(method, state.params, state.batch_stats, config,
-                                               source)
-  from djax.metrics import retrieval
-  report = {"step": int(state.step), "split": config.eval.split, "dataset": meta.name,
-            "num_examples": meta.size, "results": results}
-  path = os.path.join(workdir, "eval.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(_jsonable(report), f, indent=2)
-  os.replace(path + ".tmp", path)
-  if "chunk_retrieval_map" in results:
-    print(f"\nNearest-neighbour retrieval mAP on {meta.name}:{config.eval.split} "
-          f"(step {int(state.step)}):")
-    print(retrieval.format_map_table(results["chunk_retrieval_map"]))
-  return report
+  from djax import evaluate  # the evaluate command's report, written the same way
+  return evaluate.evaluate_state(method, state, config, workdir, step=int(state.step))
 
 
 def _jsonable(x):

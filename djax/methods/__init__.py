@@ -6,6 +6,7 @@ import importlib
 
 METHODS = {
     "mixing": ("djax.methods.mixing", "Mixing"),
+    "jacobian_supervision": ("djax.methods.jacobian_supervision", "JacobianSupervision"),
 }
 
 

@@ -63,6 +63,8 @@ __all__ = [
     "chance_map",
     "chunk_attribute_map",
     "format_map_table",
+    "select_dims",
+    "factor_map",
 ]
 
 # Elements (queries x database) per block when block_size is None: ~4M keeps
@@ -375,3 +377,46 @@ def format_map_table(result: Mapping, *, precision: int = 3) -> str:
         if i == 0 or i == table.shape[0]:
             lines.append("-" * len(lines[-1]))
     return "\n".join(lines)
+
+
+def select_dims(codes, dims=None) -> np.ndarray:
+    """Columns of ``codes [N, D]`` named by ``dims``: ``None`` (all), a ``slice``, a
+    ``"start:stop"`` string (python slice syntax, e.g. ``"0:2"`` or ``"64:"``), an int, or a
+    sequence of column indices."""
+    codes = np.asarray(codes)
+    if codes.ndim == 1:
+        codes = codes[:, None]
+    if dims is None or (isinstance(dims, str) and dims.strip() in ("", ":")):
+        return codes
+    if isinstance(dims, str):
+        parts = [int(p) if p.strip() else None for p in dims.split(":")]
+        if len(parts) == 1:
+            return codes[:, [parts[0]]]
+        return codes[:, slice(*parts)]
+    if isinstance(dims, slice):
+        return codes[:, dims]
+    if isinstance(dims, (int, np.integer)):
+        return codes[:, [int(dims)]]
+    return codes[:, np.asarray(list(dims), dtype=np.int64)]
+
+
+def factor_map(codes, factors: Mapping[str, np.ndarray], *, dims=None,
+               block_size: int | None = None) -> dict:
+    """Retrieval mAP per factor from one slice of the code (Hu et al. Table 2 for one chunk,
+    or e.g. Mathieu's specified part s): every item queries all others by L2 distance on
+    ``codes[:, dims]`` (see :func:`select_dims`); relevant = same value of the factor.
+
+    Returns ``{"map": {name: mAP}, "average", "chance": {name: chance_map}, "chance_average",
+    "dims": str(dims)}``.
+    """
+    sub = _as_codes(select_dims(codes, dims))
+    names = list(factors)
+    if not names:
+        raise ValueError("factors is empty")
+    ids = [_as_label_ids(factors[k], sub.shape[0]) for k in names]
+    ap = _ap_multi(np.ascontiguousarray(sub), ids, block_size)
+    maps = {k: _nanmean(ap[:, a]) for a, k in enumerate(names)}
+    chance = {k: chance_map(factors[k]) for k in names}
+    return {"map": maps, "average": float(np.mean(list(maps.values()))), "chance": chance,
+            "chance_average": float(np.mean(list(chance.values()))),
+            "dims": "all" if dims is None else str(dims)}

@@ -3,10 +3,11 @@
 Why: ``flax.linen.ConvTranspose`` lowers to ``lax.conv_general_dilated`` with
 ``lhs_dilation=strides``.  Its forward pass is fine on XLA:CPU, but the
 backward pass needs the *kernel gradient* of a convolution, which XLA:CPU
-computes very slowly (measured 5-25x the forward time; this holds for
-kernel gradients of plain stride-1 convolutions too, e.g. a 1x1 conv at
-64x16x16x256->128: forward 97 ms, d/dkernel 2.5 s).  Decoder training on CPU
-is dominated by it.
+computes very slowly: forward+backward measured 14-40x the forward time at
+the 64x64 decoder shapes.  This holds for kernel gradients of plain
+stride-1 convolutions too (a 1x1 conv at 64x16x16x256->128: forward 97 ms,
+d/dkernel 2.5 s, d/dinput 0.18 s), so decoder training on CPU is dominated
+by it.
 
 :class:`ConvTranspose` computes exactly the same function from primitives
 that XLA:CPU differentiates fast.  Nothing here uses ``custom_vjp`` /
@@ -29,7 +30,7 @@ correlation with the sub-kernel ``W[b_r::s]``:
 
 Three ways to evaluate it (``impl``):
 
-* ``'col2im'`` (CPU default): one GEMM ``z[n, i, j, o] = sum_c x[n, i, c]
+* ``'col2im'`` (CPU default for strided layers): one GEMM ``z[n, i, j, o] = sum_c x[n, i, c]
   W[j, c, o]`` (every product the transposed conv needs, nothing wasted),
   then per phase the overlap-add ``y[s*q + r] = sum_t z[q + t - a_r,
   s*t + b_r]`` (shifted slices + adds), interleaved.  No convolution at all,
@@ -68,22 +69,46 @@ Impl = Literal["auto", "col2im", "subpixel", "phase", "native"]
 _IMPLS = ("auto", "col2im", "subpixel", "phase", "native")
 
 
-def resolve_impl(impl: str) -> str:
-    """Maps ``'auto'`` to a concrete implementation for the default backend.
+def resolve_impl(
+    impl: str,
+    strides: Sequence[int] | None = None,
+    in_spatial: Sequence[int] | None = None,
+    kernel_size: Sequence[int] | None = None,
+) -> str:
+    """Maps ``'auto'`` to a concrete implementation (at trace time).
 
-    CPU -> ``'col2im'``: fastest of the four on XLA:CPU for forward+backward
-    at every shape in ``benchmarks/conv_transpose.py`` and about on par with
-    native for forward and jvp.  Other backends -> ``'native'``: cuDNN / TPU
-    convolutions have efficient backward passes and ``'col2im'`` materialises
-    a ``(k/s)**2 x output``-sized intermediate, so there is no reason to
-    expect a win there (not measured: no accelerator was available).
-    Decided by ``jax.default_backend()`` at trace time.
+    CPU (``jax.default_backend()``) -> ``'col2im'``, except for stride-1
+    layers whose input is at least kernel-sized in every spatial dim, which
+    get ``'native'`` (then just a plain stride-1 conv).  Measured on 2 shared
+    CPU cores, batch 64 (``benchmarks/conv_transpose.py``):
+
+    * stride > 1: col2im forward+backward is 1.7-21x faster than native
+      (12-16x on the wide 64x64-decoder layers, 15.6x for the 4-layer
+      stack; grad-of-jvp 3.5-8x), forward and jvp on par (0.9-1.4x);
+    * stride 1, large input (k3, 16x16x128): col2im materialises a
+      ``k**2 x output`` intermediate: 0.65-0.7x native on forward / jvp for
+      only 1.14x on forward+backward, hence native;
+    * stride 1, input smaller than the kernel (1x1 -> 4x4 projection): the
+      native conv mostly multiplies padding; col2im ~7x faster in every mode.
+
+    Without shape information CPU -> ``'col2im'``.
+
+    Other backends -> ``'native'``: cuDNN / TPU convolutions have efficient
+    backward passes and col2im's intermediate costs memory bandwidth, so no
+    win is expected there (not measured: no accelerator was available).
     """
     if impl not in _IMPLS:
         raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
-    if impl == "auto":
-        return "col2im" if jax.default_backend() == "cpu" else "native"
-    return impl
+    if impl != "auto":
+        return impl
+    if jax.default_backend() != "cpu":
+        return "native"
+    if strides is not None and in_spatial is not None and kernel_size is not None:
+        if all(s == 1 for s in strides) and all(
+            n >= k for n, k in zip(in_spatial, kernel_size)
+        ):
+            return "native"
+    return "col2im"
 
 
 def _transpose_padding(k: int, s: int, padding) -> tuple[int, int]:
@@ -308,11 +333,11 @@ def conv_transpose(
     ``use_consistent_padding=False``) meaning: padding of the stride-dilated
     input, exactly as ``flax.linen.ConvTranspose`` passes it.
     """
-    impl = resolve_impl(impl)
     nsp = x.ndim - 2
     strides = tuple(int(s) for s in strides)
     if len(strides) != nsp or any(s < 1 for s in strides):
         raise ValueError(f"strides {strides} invalid for {nsp} spatial dims")
+    impl = resolve_impl(impl, strides, x.shape[1:-1], kernel.shape[:nsp])
     if impl == "native":
         return lax.conv_transpose(
             x,
@@ -343,11 +368,13 @@ class ConvTranspose(nn.Module):
 
     Extra field ``impl`` (formulas in the module docstring):
 
-    * ``'auto'`` (default) -- ``'col2im'`` when ``jax.default_backend()`` is
-      CPU, ``'native'`` otherwise (decided at trace time; not benchmarked on
-      GPU/TPU, whose native transposed-conv backward is not known to be slow).
+    * ``'auto'`` (default) -- on CPU ``'col2im'``, except stride-1 layers
+      with an input at least kernel-sized (``'native'``, a plain conv there);
+      ``'native'`` on other backends.  Decided at trace time; rationale and
+      numbers in :func:`resolve_impl`.
     * ``'col2im'`` -- GEMM + phase-wise overlap-add; no convolutions at all.
-      Fastest on XLA:CPU (forward+backward 3-25x faster than native).
+      Fastest on XLA:CPU for strided layers (forward+backward 12-16x faster
+      than native on the wide 64x64-decoder layers).
     * ``'subpixel'`` -- one stride-1 conv with a rearranged kernel producing
       ``prod(strides) * features`` channels, then depth-to-space.
     * ``'phase'`` -- ``prod(strides)`` stride-1 convs, then depth-to-space.

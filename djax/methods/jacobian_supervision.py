@@ -1,0 +1,414 @@
+"""Lezama, "Overcoming the disentanglement vs reconstruction trade-off via Jacobian
+supervision", ICLR 2019 (``shared/papers/lezama2019_jacobian_supervision.md``).
+
+A teacher autoencoder with a small code y (k units) conditions its output on y; a student
+with a larger code (y, z), z of d units, reconstructs better and is trained so that moving
+y changes its output the way it changes the teacher's (eq. 1, 7):
+
+    J_S(y, z)[(y_j − y, 0)] ≈ J_T(y)(y_j − y).
+
+Losses (pure functions below, each against a direct computation in tests/test_jacobian.py):
+
+* eq. 8  :func:`reconstruction_loss`   ||x − D_S(E_S(x))||²
+* eq. 9  λ_y :func:`y_loss` ||y_S − y_T||²  +  λ_diff :func:`difference_loss` of the
+  teacher's and the student's change of output along (y_j − y), by one of three
+  estimators (``config.loss.estimator``):
+
+  - ``finite_difference``: the paper's eq. 9, D(y_j, z) − D(y, z) with y_j the code of a
+    paired random sample x_j (``batch['image2']``, pairing 'random_other');
+  - ``jvp``: the exact directional derivative along the same direction, J·(y_j − y), by
+    ``jax.jvp`` (forward mode, differentiated through for training);
+  - ``full``: all k canonical directions (the whole y-Jacobian, k vmapped jvps), for
+    small k; weighted by E||y_j − y||²/k so its scale matches the directional estimators
+    for isotropic directions (see :func:`full_jacobian_loss`).
+
+* eq. 10 :func:`xcov_loss`  Σ_ij [1/M Σ_m (z_i^m − z̄_i)(y_j^m − ȳ_j)]²  (Cheung et al. 2014).
+
+Squared norms are computed as means over elements (the authors' ``nn.MSELoss``), which
+is the scale λ_y = 0.25, λ_diff = 0.1, λ_xcov = 1e-3 were tuned at; eq. 10 is the paper's
+squared sum (``loss.xcov_form='norm'`` gives the authors' code, its square root).
+
+Networks (Appendix A.1, the MNIST MLP; the paper's "F(768, 256)" is a typo for 784):
+encoder 784–256–128–64–(k+d) with ReLUs, decoder the mirror image with a tanh output.
+The first teacher (stage 0, k=2, d=0) has a BatchNorm without scale and offset at the
+encoder output (the authors' ``BatchNorm1d(affine=False)``); students have none (the
+authors' ``use_bn=0``). **The decoder has no BatchNorm**, so it is a per-sample function
+and ``jax.jvp`` of the batched decoder is each sample's own Jacobian-vector product.
+
+Progressive growth (§3, Table 1; ``djax.progressive`` runs the stages): stage 0 trains
+the teacher with reconstruction only; stage s ≥ 1 starts a student with code size 2 + s
+from the previous stage's model (:func:`grow_params`) and trains it against that model,
+frozen, whose whole code is the student's y (k = 1 + s) and the new unit is z (d = 1).
+The teacher's parameters live in the state (``params['teacher']``, not optimised), so a
+stage's checkpoints are self-contained. Units keep their positions: unit 0 and 1 are the
+first teacher's, unit s + 1 was added at stage s.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from djax.methods import base
+
+ESTIMATORS = ("finite_difference", "jvp", "full", "none")
+BN_EPS = 1e-5  # the authors' torch BatchNorm1d eps
+
+
+# ----------------------------------------------------------------------------- networks
+
+class MLPEncoder(nn.Module):
+  """F(784, 256)–ReLU–F(256, 128)–ReLU–F(128, 64)–ReLU–FC(64, k+d) [–BatchNorm]."""
+  code_size: int
+  hidden: Sequence[int] = (256, 128, 64)
+  output_bn: bool = False
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    h = x.reshape(x.shape[0], -1)
+    for i, width in enumerate(self.hidden):
+      h = nn.relu(nn.Dense(width, name=f"Dense_{i}")(h))
+    h = nn.Dense(self.code_size, name=f"Dense_{len(self.hidden)}")(h)
+    if self.output_bn:
+      # affine=False as in the authors' code: y is normalised over the batch, nothing learnt.
+      h = nn.BatchNorm(use_running_average=not train, use_scale=False, use_bias=False,
+                       momentum=0.9, epsilon=BN_EPS, axis_name=self.axis_name if train else None,
+                       name="BatchNorm_0")(h)
+    return h
+
+
+class MLPDecoder(nn.Module):
+  """The encoder's mirror image: FC(k+d, 64)–ReLU–F(64, 128)–ReLU–F(128, 256)–ReLU–F(256, 784)
+  –tanh. No BatchNorm: a per-sample function, so a batched jvp is per-sample."""
+  image_shape: tuple[int, ...]
+  hidden: Sequence[int] = (64, 128, 256)
+
+  @nn.compact
+  def __call__(self, code):
+    h = code
+    for i, width in enumerate(self.hidden):
+      h = nn.relu(nn.Dense(width, name=f"Dense_{i}")(h))
+    h = nn.Dense(int(np.prod(self.image_shape)), name=f"Dense_{len(self.hidden)}")(h)
+    return jnp.tanh(h).reshape((code.shape[0],) + tuple(self.image_shape))
+
+
+# ----------------------------------------------------------------------------- losses
+
+def reconstruction_loss(x_hat: jax.Array, x: jax.Array) -> jax.Array:
+  """Eq. (8): ||x − x̂_S||², as the mean over pixels and batch (the authors' MSELoss)."""
+  return jnp.mean(jnp.square(x_hat - x))
+
+
+def y_loss(y_s: jax.Array, y_t: jax.Array) -> jax.Array:
+  """Eq. (9), first term: ||y_S − y_T||², mean over units and batch."""
+  return jnp.mean(jnp.square(y_s - y_t))
+
+
+def difference_loss(diff_t: jax.Array, diff_s: jax.Array) -> jax.Array:
+  """Eq. (9), second term: ||Δ_T − Δ_S||², mean over pixels and batch; Δ are the teacher's
+  and the student's changes of output (finite differences or Jacobian-vector products).
+  The teacher's side is a constant (no gradient), as in the authors' code."""
+  return jnp.mean(jnp.square(jax.lax.stop_gradient(diff_t) - diff_s))
+
+
+def xcov_loss(y: jax.Array, z: jax.Array, form: str = "squared") -> jax.Array:
+  """Eq. (10): Σ_ij C_ij² with C = 1/M Σ_m (z^m − z̄)(y^m − ȳ)ᵀ, the batch cross-covariance.
+  ``form='norm'``: the authors' code, ||C||_F (the square root of eq. 10)."""
+  m = y.shape[0]
+  c = (z - z.mean(0)).T @ (y - y.mean(0)) / m
+  sq = jnp.sum(jnp.square(c))
+  if form == "squared":
+    return sq
+  if form == "norm":
+    return jnp.sqrt(sq + 1e-12)
+  raise ValueError(f"unknown xcov form {form!r}; use 'squared' (eq. 10) or 'norm'")
+
+
+def _with_z(decoder: Callable, z: jax.Array) -> Callable:
+  """y -> D(y, z): the decoder as a function of the specified part only."""
+  if z.shape[-1] == 0:
+    return decoder
+  return lambda y: decoder(jnp.concatenate([y, z], axis=-1))
+
+
+def finite_differences(dec_s: Callable, dec_t: Callable, y_s, z_s, y_js, y_t, y_jt):
+  """The paper's eq. (9) differences: Δ_T = D_T(y_j^T) − D_T(y^T),
+  Δ_S = D_S(y_j^S, z^S) − D_S(y^S, z^S). Returns (Δ_T, Δ_S)."""
+  ds = _with_z(dec_s, z_s)
+  return dec_t(y_jt) - dec_t(y_t), ds(y_js) - ds(y_s)
+
+
+def jvp_differences(dec_s: Callable, dec_t: Callable, y_s, z_s, y_js, y_t, y_jt):
+  """Exact directional derivatives along the same directions as eq. (9):
+  Δ_T = J_T(y^T)(y_j^T − y^T), Δ_S = J_S(y^S, z^S)[(y_j^S − y^S, 0)], by ``jax.jvp``.
+  The decoders are per-sample, so the batched jvp is each sample's own. Returns (Δ_T, Δ_S)."""
+  _, d_t = jax.jvp(dec_t, (y_t,), (y_jt - y_t,))
+  _, d_s = jax.jvp(_with_z(dec_s, z_s), (y_s,), (y_js - y_s,))
+  return d_t, d_s
+
+
+def jacobian_columns(decoder: Callable, y: jax.Array, z: jax.Array | None = None) -> jax.Array:
+  """∂D(y, z)/∂y_i for every canonical direction e_i, i < k: k vmapped jvps.
+  Returns [k, B, *output] (column i = the per-sample jvp along e_i)."""
+  f = _with_z(decoder, z) if z is not None else decoder
+  k = y.shape[-1]
+
+  def column(e):
+    return jax.jvp(f, (y,), (jnp.broadcast_to(e, y.shape).astype(y.dtype),))[1]
+
+  return jax.vmap(column)(jnp.eye(k, dtype=y.dtype))
+
+
+def full_jacobian_loss(dec_s: Callable, dec_t: Callable, y_s, z_s, y_t, directions) -> jax.Array:
+  """Σ_i mean((J_T e_i − J_S e_i)²) · s over all k canonical directions, with
+  s = mean_b ||d_b||² / k for the batch's directions d = y_j − y (no gradient): for
+  directions with E[d dᵀ] = σ² I, E||(J_T − J_S) d||² = σ² ||J_T − J_S||²_F, so the full
+  loss is on the directional estimators' scale and λ_diff means the same for all three."""
+  j_t = jacobian_columns(dec_t, y_t)
+  j_s = jacobian_columns(dec_s, y_s, z_s)
+  scale = jax.lax.stop_gradient(jnp.mean(jnp.sum(jnp.square(directions), -1)) / y_s.shape[-1])
+  per_dir = jnp.mean(jnp.square(jax.lax.stop_gradient(j_t) - j_s),
+                     axis=tuple(range(1, j_s.ndim)))
+  return scale * jnp.sum(per_dir)
+
+
+def jacobian_difference_loss(estimator: str, dec_s, dec_t, y_s, z_s, y_js, y_t, y_jt):
+  """Eq. (9)'s difference term by the named estimator (see the module docstring)."""
+  if estimator == "finite_difference":
+    return difference_loss(*finite_differences(dec_s, dec_t, y_s, z_s, y_js, y_t, y_jt))
+  if estimator == "jvp":
+    return difference_loss(*jvp_differences(dec_s, dec_t, y_s, z_s, y_js, y_t, y_jt))
+  if estimator == "full":
+    return full_jacobian_loss(dec_s, dec_t, y_s, z_s, y_t, y_js - y_s)
+  if estimator == "none":
+    return jnp.zeros((), y_s.dtype)
+  raise ValueError(f"unknown Jacobian estimator {estimator!r}; known: {ESTIMATORS}")
+
+
+# ----------------------------------------------------------------------------- growth
+
+def fold_output_bn(encoder_params, encoder_stats, eps: float = BN_EPS):
+  """The encoder with its output BatchNorm (no scale/offset, running statistics) folded
+  into the last Dense: W' = W / sqrt(var + eps), b' = (b − mean) / sqrt(var + eps).
+  Exactly the eval-mode encoder, without a BatchNorm."""
+  p = {k: dict(v) for k, v in encoder_params.items()}
+  if not encoder_stats or "BatchNorm_0" not in encoder_stats:
+    return p
+  bn = encoder_stats["BatchNorm_0"]
+  last = sorted(k for k in p if k.startswith("Dense_"))[-1]
+  inv = 1.0 / np.sqrt(np.asarray(bn["var"]) + eps)
+  p[last] = {"kernel": np.asarray(p[last]["kernel"]) * inv,
+             "bias": (np.asarray(p[last]["bias"]) - np.asarray(bn["mean"])) * inv}
+  return p
+
+
+def grow_params(teacher_ae, rng: jax.Array, new_units: int = 1):
+  """The student's initial autoencoder: the teacher's (BatchNorm folded), plus ``new_units``
+  code units appended at the end of the code.
+
+  * new encoder output columns: a fresh Dense initialisation (LeCun normal kernel, zero
+    bias), as in the authors' code, so the new unit carries information from the start;
+  * new decoder input rows: **zero**, so the student's output equals the teacher's at
+    initialisation (the authors keep PyTorch's random init there); gradients still reach
+    the new row at once (the new unit's values are non-zero).
+  Everything else is copied. Returns jax arrays {'encoder': ..., 'decoder': ...}.
+  """
+  enc = {k: dict(v) for k, v in teacher_ae["encoder"].items()}
+  dec = {k: dict(v) for k, v in teacher_ae["decoder"].items()}
+  last = sorted(k for k in enc if k.startswith("Dense_"))[-1]
+  w, b = jnp.asarray(enc[last]["kernel"]), jnp.asarray(enc[last]["bias"])
+  new_w = nn.initializers.lecun_normal()(rng, (w.shape[0], new_units), w.dtype)
+  enc[last] = {"kernel": jnp.concatenate([w, new_w], 1),
+               "bias": jnp.concatenate([b, jnp.zeros(new_units, b.dtype)])}
+  first = sorted(k for k in dec if k.startswith("Dense_"))[0]
+  v = jnp.asarray(dec[first]["kernel"])
+  dec[first] = {"kernel": jnp.concatenate([v, jnp.zeros((new_units, v.shape[1]), v.dtype)], 0),
+                "bias": jnp.asarray(dec[first]["bias"])}
+  return {"encoder": enc, "decoder": dec}
+
+
+def load_stage_checkpoint(directory: str) -> tuple[dict, dict]:
+  """(state as nested dicts of numpy arrays, config dict) of the latest checkpoint in a
+  stage's ``checkpoints`` directory, restored without a target structure."""
+  import orbax.checkpoint as ocp
+  from djax import checkpoint as ckpt_lib
+  ckpt = ckpt_lib.Checkpointer(directory)
+  step = ckpt.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {directory}: the previous stage must finish "
+                            f"before the next one starts")
+  out = ckpt.manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(), config=ocp.args.JsonRestore()))
+  ckpt.close()
+  return out["state"], out["config"]
+
+
+# ----------------------------------------------------------------------------- method
+
+class JacobianSupervision:
+  """Teacher (stage 0) or student (stage ≥ 1) of Lezama's progressive MNIST procedure."""
+
+  groups = ("ae",)
+  representation = "code"
+
+  def __init__(self, config: ml_collections.ConfigDict, axis_name: str | None = base.AXIS):
+    m = config.model
+    self.config = config
+    self.axis_name = axis_name
+    self.loss = config.loss
+    self.stage = int(m.get("stage", 0))
+    self.code_size = int(m.code_size)
+    self.is_student = self.stage > 0
+    # Students: y = the teacher's whole code (k = code_size − new_units), z = the new units.
+    self.new_units = int(m.get("new_units", 1)) if self.is_student else 0
+    self.k = self.code_size - self.new_units
+    self.teacher_dir = m.get("teacher_dir", "") or ""
+    if self.is_student and not self.teacher_dir:
+      raise ValueError("a student (model.stage >= 1) needs model.teacher_dir, the previous "
+                       "stage's checkpoint directory")
+    self.estimator = self.loss.estimator
+    if self.estimator not in ESTIMATORS:
+      raise ValueError(f"unknown loss.estimator {self.estimator!r}; known: {ESTIMATORS}")
+    size = config.data.image_size
+    channels = int(config.data.get("channels", 1))
+    self.image_shape = (size, size, channels)
+    self.encoder = MLPEncoder(self.code_size, tuple(m.encoder_hidden),
+                              output_bn=not self.is_student, axis_name=axis_name)
+    self.decoder = MLPDecoder(self.image_shape, tuple(m.decoder_hidden))
+    self.t_encoder = MLPEncoder(self.k, tuple(m.encoder_hidden))
+    self.t_decoder = MLPDecoder(self.image_shape, tuple(m.decoder_hidden))
+    self.tx = {"ae": base.make_optimizer(config.optim.ae)}
+    self._teacher = None
+
+  # -- the previous stage
+  def teacher_params(self):
+    """{'encoder', 'decoder'} of the frozen previous model (BatchNorm folded), numpy."""
+    if self._teacher is None:
+      state, _ = load_stage_checkpoint(self.teacher_dir)
+      ae = state["params"]["ae"]
+      enc = fold_output_bn(ae["encoder"], state.get("batch_stats", {}).get("encoder"))
+      self._teacher = {"encoder": enc, "decoder": ae["decoder"]}
+      got = np.asarray(self._teacher["decoder"]["Dense_0"]["kernel"]).shape[0]
+      if got != self.k:
+        raise ValueError(f"the teacher in {self.teacher_dir} has a code of {got} units; stage "
+                         f"{self.stage} expects {self.k}")
+    return self._teacher
+
+  def init(self, rng: jax.Array, batch: dict[str, Any]) -> base.TrainState:
+    x = batch["image"]
+    k_enc, k_dec, k_grow, k_state = jax.random.split(rng, 4)
+    if self.is_student:
+      teacher = self.teacher_params()
+      ae = grow_params(teacher, k_grow, self.new_units)
+      params = {"ae": ae, "teacher": jax.tree_util.tree_map(jnp.asarray, teacher)}
+      stats = {"encoder": {}}
+    else:
+      v_enc = self.encoder.clone(axis_name=None).init(k_enc, x, train=False)
+      v_dec = self.decoder.init(k_dec, jnp.zeros((x.shape[0], self.code_size), x.dtype))
+      params = {"ae": {"encoder": v_enc["params"], "decoder": v_dec["params"]}}
+      stats = {"encoder": v_enc.get("batch_stats", {})}
+    return base.TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats,
+                           opt_state={"ae": self.tx["ae"].init(params["ae"])}, rng=k_state)
+
+  # -- networks as pure functions
+  def encode_fn(self, ae, stats, x, train=False):
+    variables = {"params": ae["encoder"], **({"batch_stats": stats} if stats else {})}
+    if train and stats:
+      code, new = self.encoder.apply(variables, x, train=True, mutable=["batch_stats"])
+      return code, new["batch_stats"]
+    return self.encoder.apply(variables, x, train=False), stats
+
+  def decode_ae(self, ae, code):
+    return self.decoder.apply({"params": ae["decoder"]}, code)
+
+  def teacher_encode(self, teacher, x):
+    return self.t_encoder.apply({"params": teacher["encoder"]}, x)
+
+  def teacher_decode(self, teacher, y):
+    return self.t_decoder.apply({"params": teacher["decoder"]}, y)
+
+  # -- training
+  def losses(self, ae, teacher, stats, x, xj, train=True):
+    """All terms of the stage's objective; returns (total, (losses dict, new stats))."""
+    lo = self.loss
+    code, stats = self.encode_fn(ae, stats, x, train)
+    x_hat = self.decode_ae(ae, code)
+    out = {"loss_rec": reconstruction_loss(x_hat, x)}
+    total = out["loss_rec"]
+    if self.is_student:
+      code_j, _ = self.encode_fn(ae, stats, xj, False)
+      y_s, z_s, y_js = code[:, :self.k], code[:, self.k:], code_j[:, :self.k]
+      y_t = self.teacher_encode(teacher, x)
+      y_jt = self.teacher_encode(teacher, xj)
+      dec_s = functools.partial(self.decode_ae, ae)
+      dec_t = functools.partial(self.teacher_decode, teacher)
+      estimator = self.estimator if lo.lambda_diff else "none"
+      out["loss_y"] = y_loss(y_s, y_t)
+      out["loss_diff"] = jacobian_difference_loss(estimator, dec_s, dec_t, y_s, z_s, y_js, y_t,
+                                                  y_jt)
+      out["loss_xcov"] = xcov_loss(y_s, z_s, lo.xcov_form)
+      total = (total + lo.lambda_y * out["loss_y"] + lo.lambda_diff * out["loss_diff"]
+               + lo.lambda_xcov * out["loss_xcov"])
+    out["loss"] = total
+    return total, (out, stats)
+
+  def train_step(self, state: base.TrainState, batch: dict[str, Any], rng: jax.Array):
+    del rng  # deterministic given the batch: the pairs come from the pipeline
+    x, xj = batch["image"], batch.get("image2", batch["image"])
+    teacher = state.params.get("teacher")
+    grads, (losses, stats) = jax.grad(self.losses, has_aux=True)(
+        state.params["ae"], teacher, state.batch_stats["encoder"], x, xj)
+    grads = base.pmean(grads, self.axis_name)
+    new_ae, new_opt = base.apply_updates(self.tx["ae"], grads, state.opt_state["ae"],
+                                         state.params["ae"])
+    params = {**state.params, "ae": new_ae}
+    return state.replace(step=state.step + 1, params=params, batch_stats={"encoder": stats},
+                         opt_state={"ae": new_opt}), base.pmean(losses, self.axis_name)
+
+  # -- evaluation: pure array functions
+  def encode(self, params, stats, images: jax.Array) -> jax.Array:
+    """The whole code (y, z) in eval mode: [B, code_size]; units 0, 1 are the first teacher's."""
+    return self.encode_fn(params["ae"], stats["encoder"], images, False)[0]
+
+  def decode(self, params, stats, codes: jax.Array) -> jax.Array:
+    del stats
+    return self.decode_ae(params["ae"], codes)
+
+  def reconstruct(self, params, stats, images):
+    return self.decode(params, stats, self.encode(params, stats, images))
+
+  def traversal_grid(self, params, stats, image: jax.Array, units=(0, 1), n: int = 10,
+                     lim: float = 2.0) -> jax.Array:
+    """Fig. 1: the image's code with units ``units`` set on an n × n grid over [−lim, lim]²
+    (the authors' range), decoded: [n, n, H, W, C]."""
+    code = self.encode(params, stats, image[None])[0]
+    v = jnp.linspace(-lim, lim, n)
+    a, b = jnp.meshgrid(v, v, indexing="ij")
+    codes = jnp.broadcast_to(code, (n * n, code.shape[0]))
+    codes = codes.at[:, units[0]].set(a.reshape(-1)).at[:, units[1]].set(b.reshape(-1))
+    return self.decode(params, stats, codes).reshape((n, n) + self.image_shape)
+
+  def unit_traversal(self, params, stats, images: jax.Array, unit: int, n: int = 10,
+                     lim: float = 2.0) -> jax.Array:
+    """Fig. 2: one unit swept over [−lim, lim] for each image, the rest fixed: [R, n, ...]."""
+    codes = self.encode(params, stats, images)
+    v = jnp.linspace(-lim, lim, n)
+    swept = jnp.repeat(codes, n, axis=0).at[:, unit].set(jnp.tile(v, images.shape[0]))
+    return self.decode(params, stats, swept).reshape((images.shape[0], n) + self.image_shape)
+
+  def eval_images(self, params, stats, images: jax.Array, n: int = 8) -> dict[str, jax.Array]:
+    n = min(n, images.shape[0])
+    out = {"reconstruction": jnp.stack([images[:n], self.reconstruct(params, stats, images[:n])]),
+           "traverse_y01": self.traversal_grid(params, stats, images[0])}
+    if self.is_student:
+      out[f"traverse_unit{self.code_size - 1}"] = self.unit_traversal(
+          params, stats, images[:3], self.code_size - 1)
+    return out

@@ -1,0 +1,159 @@
+"""Several runs' evaluations in one table: ``python -m djax.report RUN_DIR... [--out=DIR]``.
+
+Reads each ``RUN_DIR/eval.json`` (written by ``djax.evaluate`` or at the end of training;
+a path to a JSON file works too), and writes ``DIR/report.md`` (default ``./report``) with
+one row per headline number (``djax.metrics.summary.headline``) and one column per run,
+plus, where a paper reports the number, a column with the paper's value
+(``djax/metrics/paper_numbers.json``: the row djax's method reimplements, with the table it
+comes from), and ``DIR/report.png``, a bar chart of the numbers that lie in [0, 1]
+(drawn with Pillow).  The markdown is also printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from absl import app, flags
+
+PAPER_NUMBERS = os.path.join(os.path.dirname(__file__), "metrics", "paper_numbers.json")
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
+def load_eval(path: str) -> dict[str, Any]:
+  """A run's eval.json with ``headline``, ``method`` and ``name`` filled in."""
+  file = os.path.join(path, "eval.json") if os.path.isdir(path) else path
+  with open(file) as f:
+    ev = json.load(f)
+  run_dir = os.path.dirname(os.path.abspath(file))
+  if "headline" not in ev:
+    from djax.metrics import summary
+    ev["headline"] = summary.headline(ev.get("results", {}))
+  if not ev.get("method"):
+    try:
+      with open(os.path.join(run_dir, "config.json")) as f:
+        ev["method"] = json.load(f).get("method")
+    except (OSError, ValueError):
+      ev["method"] = None
+  ev.setdefault("name", os.path.basename(run_dir.rstrip("/")) or run_dir)
+  return ev
+
+
+def paper_references(runs: list[dict]) -> list[dict]:
+  """Entries of paper_numbers.json whose dataset and method match one of the runs."""
+  with open(PAPER_NUMBERS) as f:
+    table = json.load(f)
+  refs = []
+  for key, entry in table.items():
+    if key.startswith("_"):
+      continue
+    for r in runs:
+      base = str(r.get("dataset", "")).split("/")[0]
+      if base == entry["dataset"] and r.get("method") == entry["method"]:
+        refs.append({"id": key, **entry, "values": entry["rows"][entry["compare_row"]]})
+        break
+  return refs
+
+
+def _fmt(v) -> str:
+  if v is None:
+    return ""
+  return f"{v:.3f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+
+
+def markdown(runs: list[dict], refs: list[dict]) -> str:
+  keys: list[str] = []
+  for r in runs:
+    keys += [k for k in r["headline"] if k not in keys]
+  header = ["metric"] + [f"{r['name']}" for r in runs] + [
+      f"paper: {ref['compare_row']} [{i + 1}]" for i, ref in enumerate(refs)]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for k in keys:
+    cells = [k] + [_fmt(r["headline"].get(k)) for r in runs] + [
+        _fmt(ref["values"].get(k)) for ref in refs]
+    lines.append("| " + " | ".join(cells) + " |")
+  out = ["# djax evaluation report", ""]
+  out.append("Runs: " + "; ".join(
+      f"**{r['name']}** = {r.get('method')} on {r.get('dataset')}:{r.get('split')}, step "
+      f"{r.get('step')}" for r in runs) + ".")
+  out += ["", *lines, ""]
+  for i, ref in enumerate(refs):
+    note = f" {ref['note']}" if ref.get("note") else ""
+    out.append(f"[{i + 1}] {ref['source']}; row '{ref['compare_row']}'.{note}")
+  out.append("")
+  out.append("Keys: nn_map/* = best chunk's retrieval mAP; mae/* lower is better; "
+             "classifier_score is the Inception-Score formula with a djax-trained classifier, "
+             "not the Inception Score.")
+  return "\n".join(out) + "\n"
+
+
+def bar_chart(runs: list[dict], refs: list[dict], path: str) -> str:
+  """Horizontal grouped bars, one group per headline number in [0, 1]."""
+  from PIL import Image, ImageDraw, ImageFont
+
+  series = [(r["name"], r["headline"]) for r in runs] + [
+      (f"paper: {ref['compare_row']}", ref["values"]) for ref in refs]
+  keys: list[str] = []
+  for r in runs:
+    keys += [k for k in r["headline"] if k not in keys]
+  keys = [k for k in keys if all(0.0 <= s.get(k, 0.0) <= 1.0 for _, s in series)]
+  font = ImageFont.load_default()
+  bar_h, gap, label_w, plot_w, top = 9, 8, 230, 480, 20 + 14 * len(series)
+  height = top + len(keys) * (len(series) * bar_h + gap) + 30
+  img = Image.new("RGB", (label_w + plot_w + 60, max(height, top + 40)), "white")
+  draw = ImageDraw.Draw(img)
+  for i, (name, _) in enumerate(series):  # legend
+    y = 8 + 14 * i
+    draw.rectangle([label_w, y, label_w + 10, y + 10], fill=PALETTE[i % len(PALETTE)])
+    draw.text((label_w + 16, y - 1), name, fill="black", font=font)
+  y = top
+  for k in keys:
+    draw.text((8, y + (len(series) * bar_h) / 2 - 6), k, fill="black", font=font)
+    for i, (_, vals) in enumerate(series):
+      v = vals.get(k)
+      if v is not None:
+        x1 = label_w + int(round(v * plot_w))
+        draw.rectangle([label_w, y, max(x1, label_w + 1), y + bar_h - 2],
+                       fill=PALETTE[i % len(PALETTE)])
+        draw.text((x1 + 4, y - 2), f"{v:.2f}", fill="black", font=font)
+      y += bar_h
+    y += gap
+  for t in (0.0, 0.25, 0.5, 0.75, 1.0):  # axis
+    x = label_w + int(t * plot_w)
+    draw.line([x, top - 4, x, y], fill=(200, 200, 200))
+    draw.text((x - 8, y + 4), f"{t:g}", fill="black", font=font)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  img.save(path)
+  return path
+
+
+def make_report(paths: list[str], out_dir: str) -> tuple[str, str, str]:
+  runs = [load_eval(p) for p in paths]
+  names = [r["name"] for r in runs]
+  for i, r in enumerate(runs):  # disambiguate equal directory names
+    if names.count(r["name"]) > 1:
+      r["name"] = f"{r['name']}#{i + 1}"
+  refs = paper_references(runs)
+  md = markdown(runs, refs)
+  os.makedirs(out_dir, exist_ok=True)
+  md_path = os.path.join(out_dir, "report.md")
+  png_path = bar_chart(runs, refs, os.path.join(out_dir, "report.png"))
+  md += f"\n![scores in [0, 1]](report.png)\n"
+  with open(md_path, "w") as f:
+    f.write(md)
+  return md, md_path, png_path
+
+
+def main(argv):
+  if len(argv) < 2:
+    raise app.UsageError("usage: python -m djax.report RUN_DIR [RUN_DIR ...] [--out=DIR]")
+  md, md_path, png_path = make_report(argv[1:], flags.FLAGS.out)
+  print(md)
+  print(f"wrote {md_path} and {png_path}")
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("out", "report", "Directory for report.md and report.png.")
+  app.run(main)

@@ -1,0 +1,172 @@
+"""Known answers for MIG, SAP, DCI, FactorVAE and BetaVAE (djax.metrics.disentanglement)."""
+
+import numpy as np
+import pytest
+
+from djax.metrics import disentanglement as dm
+from djax.metrics import gbt
+
+N = 2000
+
+
+@pytest.fixture(scope="module")
+def data():
+  rng = np.random.default_rng(0)
+  f = {"a": rng.integers(0, 3, N), "b": rng.integers(0, 3, N), "c": rng.integers(0, 4, N),
+       "d": rng.integers(0, 2, N)}
+  a, b, c, d = (f[k].astype(float) for k in "abcd")
+  codes = {
+      "truth": np.stack([a, b, c, d], 1),
+      # a monotone transform per factor, and the dimensions in another order
+      "monotone": np.stack([np.exp(c), a ** 3 - 5, 2 * d + 7, -np.sqrt(b)], 1),
+      "noise": rng.normal(size=(N, 4)),
+      # a and b both in dimensions 0 and 1
+      "mixed": np.stack([a + b, a - b, c, d], 1),
+  }
+  return f, codes
+
+
+SMALL = dict(num_train=2000, num_eval=1000)  # FactorVAE / BetaVAE points: keeps tests fast
+
+
+@pytest.fixture(scope="module")
+def scores(data):
+  f, codes = data
+  out = {}
+  for rep in ("truth", "monotone", "noise", "mixed"):
+    dci = dm.dci(codes[rep], f)
+    out[rep] = {
+        "mig": dm.mig(codes[rep], f)["score"],
+        "sap": dm.sap(codes[rep], f)["score"],
+        "sap_continuous": dm.sap(codes[rep], f, continuous_factors=True)["score"],
+        "dci_d": dci["disentanglement"], "dci_c": dci["completeness"],
+        "dci_i": dci["informativeness_test"],
+        "factor_vae": dm.factor_vae(codes[rep], f, **SMALL)["score"],
+        "beta_vae": dm.beta_vae(codes[rep], f, **SMALL)["score"],
+    }
+  print("known-answer scores:", {r: {k: round(v, 4) for k, v in s.items()} for r, s in out.items()})
+  return out
+
+
+def test_ground_truth_and_monotone_transforms_score_near_maximum(scores):
+  for rep in ("truth", "monotone"):
+    s = scores[rep]
+    assert s["mig"] > 0.97, (rep, s)
+    assert s["dci_d"] > 0.97 and s["dci_c"] > 0.97 and s["dci_i"] == 1.0, (rep, s)
+    assert s["factor_vae"] == 1.0 and s["beta_vae"] > 0.99, (rep, s)
+  # Discrete SAP's maximum is the own dimension's accuracy minus chance-level accuracy of the
+  # others (~0.5 for a binary factor; a 1-D one-vs-rest SVM cannot separate middle classes).
+  assert scores["truth"]["sap"] > 0.35
+  assert scores["truth"]["sap_continuous"] > 0.97  # R^2 own = 1, others ~0
+
+
+def test_noise_scores_near_minimum(scores):
+  s = scores["noise"]
+  assert s["mig"] < 0.02 and s["sap"] < 0.03 and s["sap_continuous"] < 0.01, s
+  assert s["dci_d"] < 0.1 and s["dci_c"] < 0.1, s
+  assert s["dci_i"] < 0.45, s  # chance: mean of 1/3, 1/3, 1/4, 1/2 = 0.35
+  assert s["factor_vae"] < 0.45 and s["beta_vae"] < 0.4, s  # chance 0.25
+
+
+def test_mixing_two_factors_scores_clearly_lower(scores):
+  t, m = scores["truth"], scores["mixed"]
+  for k, margin in (("mig", 0.3), ("sap", 0.1), ("sap_continuous", 0.2), ("dci_d", 0.2),
+                    ("dci_c", 0.2), ("factor_vae", 0.15), ("beta_vae", 0.1)):
+    assert m[k] < t[k] - margin, (k, t[k], m[k])
+  assert m["dci_i"] > 0.99  # still fully informative
+
+
+@pytest.mark.parametrize("rep", ["noise", "mixed"])
+def test_permuting_dimensions_changes_nothing(data, rep):
+  f, codes = data
+  perm = np.array([2, 0, 3, 1])
+  x, xp = codes[rep], codes[rep][:, perm]
+  assert dm.mig(xp, f)["score"] == pytest.approx(dm.mig(x, f)["score"], abs=1e-12)
+  assert dm.sap(xp, f)["score"] == pytest.approx(dm.sap(x, f)["score"], abs=1e-12)
+  # DCI: the same trees up to float32 rounding (BLAS sums a permuted one-hot matrix in
+  # another order), which may flip a near-tie split or a test prediction.
+  a, b = dm.dci(x, f), dm.dci(xp, f)
+  for k, tol in (("disentanglement", 1e-3), ("completeness", 1e-3), ("informativeness_test", 5e-3)):
+    assert b[k] == pytest.approx(a[k], abs=tol), k
+  np.testing.assert_allclose(b["importance"], a["importance"][perm], atol=1e-2)
+  fv = dict(num_train=1000, num_eval=500)
+  assert dm.factor_vae(xp, f, **fv)["score"] == dm.factor_vae(x, f, **fv)["score"]
+  assert dm.beta_vae(xp, f, **fv)["score"] == pytest.approx(dm.beta_vae(x, f, **fv)["score"],
+                                                            abs=0.01)
+
+
+def test_deterministic_for_a_seed(data):
+  f, codes = data
+  x = codes["mixed"]
+  for fn in (lambda s: dm.mig(x, f, seed=s, num_train=1500)["score"],
+             lambda s: dm.sap(x, f, seed=s)["score"],
+             lambda s: dm.factor_vae(x, f, seed=s, num_train=500, num_eval=500)["score"],
+             lambda s: dm.beta_vae(x, f, seed=s, num_train=500, num_eval=500)["score"]):
+    assert fn(3) == fn(3)
+
+
+def test_mutual_info_and_entropy_match_sklearn():
+  from sklearn.metrics import mutual_info_score
+  rng = np.random.default_rng(1)
+  a = rng.integers(0, 5, (500, 3))
+  b = np.stack([a[:, 0] // 2, rng.integers(0, 3, 500)], 1)
+  m = dm.discrete_mutual_info(a, b)
+  for i in range(3):
+    for j in range(2):
+      assert m[i, j] == pytest.approx(mutual_info_score(a[:, i], b[:, j]), abs=1e-12)
+  assert dm.discrete_entropy(b)[1] == pytest.approx(mutual_info_score(b[:, 1], b[:, 1]))
+
+
+def test_histogram_discretize_matches_reference_formula():
+  x = np.random.default_rng(2).normal(size=(300, 2))
+  ref = np.digitize(x[:, 1], np.histogram(x[:, 1], 20)[1][:-1])
+  np.testing.assert_array_equal(dm.histogram_discretize(x)[:, 1], ref)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_sap_svm_matches_sklearn_linear_svc(k):
+  from sklearn.svm import LinearSVC
+  rng = np.random.default_rng(k)
+  y = rng.integers(0, k, 400)
+  y[:3] = 0  # unbalanced a little
+  x = np.stack([y + rng.normal(0, 0.8, 400), rng.normal(size=400) * 3, 0.1 * y ** 2 +
+                rng.normal(0, 0.3, 400)], 1)
+  xt = rng.normal(size=(200, 3)) * 2 + 1
+  ours = dm.linear_svc_predict(x, y, xt)
+  for d in range(3):
+    ref = LinearSVC(C=0.01, class_weight="balanced").fit(x[:, [d]], y).predict(xt[:, [d]])
+    assert np.mean(ours[:, d] == ref) >= 0.99, d
+
+
+def test_gbt_matches_sklearn_gradient_boosting():
+  """With as many bins as distinct values the split search is exact: sklearn's model."""
+  from sklearn.ensemble import GradientBoostingClassifier
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(300, 4))
+  ys = [(x[:, 0] + 0.3 * rng.normal(size=300) > 0).astype(int),
+        np.digitize(x[:, 1] + 0.5 * x[:, 2], [-1, 0, 1])]
+  res = gbt.fit_gbt(x, ys, x, ys, max_bins=1000)
+  for j, y in enumerate(ys):
+    ref = GradientBoostingClassifier(random_state=0).fit(x, y)
+    np.testing.assert_allclose(res.importances[:, j], ref.feature_importances_, atol=0.02)
+    assert res.train_accuracy[j] == pytest.approx(ref.score(x, y), abs=0.01)
+
+
+def test_dci_from_importance_extremes():
+  d, c, _, _ = dm.dci_from_importance(np.eye(3))
+  assert d == pytest.approx(1.0, abs=1e-6) and c == pytest.approx(1.0, abs=1e-6)
+  d, c, _, _ = dm.dci_from_importance(np.ones((3, 3)))
+  assert d == pytest.approx(0.0, abs=1e-6) and c == pytest.approx(0.0, abs=1e-6)
+
+
+def test_sampling_with_a_fixed_factor_on_a_non_factorial_dataset():
+  """Every sampled example shares the fixed factor's value, even where the dataset has no
+  example for the other factors' combination (sprites-like: appearance fixed per character)."""
+  rng = np.random.default_rng(0)
+  char = np.repeat(np.arange(10), 4)
+  ys = np.stack([char % 3, char % 2, np.tile(np.arange(4), 10)])
+  idx = dm._FactorIndex(ys)
+  factor = rng.integers(0, 3, 200)
+  first = rng.integers(0, 40, 200)
+  batch = idx.same_value(factor, first, (200, 16), rng)
+  assert np.all(ys[factor[:, None], batch] == ys[factor, first][:, None])

@@ -1,0 +1,69 @@
+"""Known answers for retrieval on a code slice and the linear probes (djax.metrics.probes)."""
+
+import numpy as np
+import pytest
+
+from djax.metrics import probes, retrieval
+
+
+@pytest.fixture(scope="module")
+def data():
+  rng = np.random.default_rng(0)
+  n = 600
+  label = rng.integers(0, 4, n)
+  other = rng.integers(0, 3, n)
+  s = np.eye(4)[label] * 3 + rng.normal(0, 0.1, (n, 4))  # "specified" part: the label
+  z = rng.normal(size=(n, 6))  # "unspecified" part: noise
+  return np.concatenate([s, z], 1), {"label": label, "other": other}
+
+
+def test_select_dims_forms():
+  x = np.arange(20).reshape(2, 10)
+  assert retrieval.select_dims(x, "0:4").shape == (2, 4)
+  assert retrieval.select_dims(x, "6:")[0].tolist() == [6, 7, 8, 9]
+  assert retrieval.select_dims(x, slice(2, 3)).shape == (2, 1)
+  assert retrieval.select_dims(x, [1, 3])[0].tolist() == [1, 3]
+  assert retrieval.select_dims(x, 5)[0].tolist() == [5]
+  assert retrieval.select_dims(x, None).shape == (2, 10)
+
+
+def test_retrieval_on_a_slice(data):
+  codes, f = data
+  s = retrieval.factor_map(codes, f, dims="0:4")
+  z = retrieval.factor_map(codes, f, dims="4:")
+  assert s["map"]["label"] == pytest.approx(1.0)
+  assert abs(z["map"]["label"] - z["chance"]["label"]) < 0.03
+  assert abs(s["map"]["other"] - s["chance"]["other"]) < 0.03
+  # The whole-code, one-chunk value agrees with the chunk table's.
+  table = retrieval.chunk_attribute_map(codes[:, :4], f, 1)
+  assert table["map"][0, 0] == pytest.approx(s["map"]["label"])
+
+
+def test_linear_classifier_s_predicts_label_z_does_not(data):
+  codes, f = data
+  tr, te = slice(0, 400), slice(400, None)
+  fit = {k: v[tr] for k, v in f.items()}
+  score = {k: v[te] for k, v in f.items()}
+  s = probes.linear_classifier_accuracy(codes[tr], fit, codes[te], score, dims="0:4")
+  z = probes.linear_classifier_accuracy(codes[tr], fit, codes[te], score, dims="4:")
+  assert s["accuracy"]["label"] == 1.0 and s["balanced_accuracy"]["label"] == 1.0
+  assert z["accuracy"]["label"] < s["majority"]["label"] + 0.1
+  assert z["balanced_accuracy"]["label"] < 0.35  # chance 0.25
+
+
+def test_linear_regression_mae_known_answers():
+  rng = np.random.default_rng(1)
+  n = 1000
+  f = {"scale": rng.uniform(0.5, 1.0, n), "width": rng.uniform(0, 1, n)}
+  linear = np.stack([2 * f["scale"] - 1, -3 * f["width"] + 0.5, rng.normal(size=n)], 1)
+  noise = rng.normal(size=(n, 3))
+  tr, te = slice(0, 500), slice(500, None)
+  split = lambda d, s: {k: v[s] for k, v in d.items()}  # noqa: E731
+  exact = probes.linear_regression_mae(linear[tr], split(f, tr), linear[te], split(f, te))
+  assert exact["average"] < 1e-9
+  bad = probes.linear_regression_mae(noise[tr], split(f, tr), noise[te], split(f, te))
+  for k in f:
+    assert bad["mae"][k] == pytest.approx(bad["baseline"][k], rel=0.1)
+  # the width lives in column 1 only
+  sl = probes.linear_regression_mae(linear[tr], split(f, tr), linear[te], split(f, te), dims="1:2")
+  assert sl["mae"]["width"] < 1e-9 and sl["mae"]["scale"] > 0.1
