@@ -5,8 +5,8 @@ A method is a class with pure functions only (no I/O):
 * ``init(rng, batch) -> TrainState`` builds parameters for one device;
 * ``train_step(state, batch, rng) -> (state, metrics)`` runs inside ``jax.pmap`` with the
   device axis ``AXIS``: it averages gradients and metrics over that axis itself;
-* ``encode(variables, images)``, ``eval_images(variables, batch)`` and the ``representation``
-  attribute tell the generic evaluator what to compute and draw.
+* ``encode(params, stats, images)`` and ``eval_images(params, stats, images)`` tell the
+  generic evaluator what to score and draw.
 """
 
 from __future__ import annotations

@@ -257,7 +257,6 @@ class JacobianSupervision:
   """Teacher (stage 0) or student (stage ≥ 1) of Lezama's progressive MNIST procedure."""
 
   groups = ("ae",)
-  representation = "code"
 
   def __init__(self, config: ml_collections.ConfigDict, axis_name: str | None = base.AXIS):
     m = config.model

@@ -211,7 +211,6 @@ class Mixing:
                          opt_state=new_opt), metrics
 
   # -- evaluation: pure array functions; the trainer draws and scores them
-  representation = "chunks"  # the evaluator scores each chunk of ``encode`` on its own
 
   def encode(self, params, stats, images: jax.Array) -> jax.Array:
     """The code f = Enc(x) (eval mode): [B, n_chunks · chunk_size]."""

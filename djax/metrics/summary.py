@@ -21,25 +21,24 @@ __all__ = ["headline", "format_results", "format_table"]
 LOWER_IS_BETTER_PREFIXES = ("mae/",)
 
 
+# metric -> (headline prefix, its per-factor dict, its average) for the per-factor metrics
+_PER_FACTOR = {
+    "chunk_retrieval_map": (lambda r: "nn_map", "best_map", "best_average"),
+    "retrieval_map": (lambda r: f"map[{r['dims']}]", "map", "average"),
+    "linear_probe": (lambda r: "probe", "accuracy", "average"),
+    "linear_regression_mae": (lambda r: "mae", "mae", "average"),
+}
+
+
 def headline(results: Mapping[str, Any]) -> dict[str, float]:
   out: dict[str, float] = {}
   for name, r in results.items():
-    if name == "chunk_retrieval_map":
-      for k, v in r["best_map"].items():
-        out[f"nn_map/{k}"] = v
-      out["nn_map/average"] = r["best_average"]
-    elif name == "retrieval_map":
-      for k, v in r["map"].items():
-        out[f"map[{r['dims']}]/{k}"] = v
-      out[f"map[{r['dims']}]/average"] = r["average"]
-    elif name == "linear_probe":
-      for k, v in r["accuracy"].items():
-        out[f"probe/{k}"] = v
-      out["probe/average"] = r["average"]
-    elif name == "linear_regression_mae":
-      for k, v in r["mae"].items():
-        out[f"mae/{k}"] = v
-      out["mae/average"] = r["average"]
+    if name in _PER_FACTOR:
+      prefix, per_factor, average = _PER_FACTOR[name]
+      prefix = prefix(r)
+      for k, v in r[per_factor].items():
+        out[f"{prefix}/{k}"] = v
+      out[f"{prefix}/average"] = r[average]
     elif name in ("mig", "sap", "factor_vae", "beta_vae"):
       out[name] = r["score"]
     elif name == "dci":
