@@ -2,14 +2,22 @@
 
     python -m benchmarks.train_step --config=experiments/mixing_sprites.py:small [--steps=10]
     python -m benchmarks.train_step --config=experiments/mixing_sprites.py --out=bench.json
+    python -m benchmarks.train_step --config=experiments/jacobian_mnist.py:small --notorch
 
 Prints compile time, steady-state ms/step (median of --steps after warm-up, with min/max),
 images/s, peak resident memory, device kind and count, jax/flax versions; --out writes JSON.
 The step is the trainer's own pmapped step (donated state), so the figure is what a run pays.
+
+``--torch`` (the default when PyTorch is importable, ``--notorch`` to skip) then times the
+PyTorch reference of the same networks and step (``benchmarks/torch_reference.py``, eager,
+same batch) and prints its figures and ``djax_ms/torch_ms`` (above 1: PyTorch is faster);
+the JSON gets them as ``torch`` and ``djax_over_torch``. Methods without a PyTorch reference
+print a note instead.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import platform
 import resource
@@ -29,16 +37,39 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config fil
 _STEPS = flags.DEFINE_integer("steps", 10, "timed steps after warm-up")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "untimed steps after compilation")
 _OUT = flags.DEFINE_string("out", "", "write the figures as JSON here")
+_TORCH = flags.DEFINE_bool("torch", importlib.util.find_spec("torch") is not None,
+                           "also time the PyTorch reference (benchmarks/torch_reference.py)")
+_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0,
+                                      "torch.set_num_threads for the reference; 0: PyTorch's "
+                                      "default (one per core)")
 flags.mark_flags_as_required(["config"])
+
+# pairing -> the extra images the pipeline puts in a batch (djax.data.samplers.PAIRINGS)
+_PAIRED_IMAGES = {
+    None: (), "": (), "random": ("image2",), "random_other": ("image2",),
+    "same_label": ("image2",), "different_label": ("image2",), "same_or_different": ("image2",),
+    "triplet": ("image_same", "image_other"), "reference": ("image_ref",),
+}
 
 
 def synthetic_batch(config, num_devices: int, seed: int = 0) -> dict:
+  """A batch shaped as the pipeline shapes it for ``config``: images
+  [devices, B / devices, H, W, C] uniform in ``data.value_range`` (C = ``data.channels``,
+  default 3), plus the images (and empty label dicts) the config's pairing adds."""
   b, s = config.train.batch_size, config.data.image_size
+  c = int(config.data.get("channels", 3))
+  lo, hi = config.data.get("value_range", (-1.0, 1.0))
   rng = np.random.default_rng(seed)
-  images = lambda: rng.uniform(-1, 1, (num_devices, b // num_devices, s, s, 3)).astype(np.float32)
+  images = lambda: rng.uniform(lo, hi, (num_devices, b // num_devices, s, s, c)).astype(np.float32)
+  pairing = config.data.get("pairing")
+  if pairing not in _PAIRED_IMAGES:
+    raise ValueError(f"synthetic_batch: unknown pairing {pairing!r}")
   batch = {"image": images(), "labels": {}}
-  if config.data.get("pairing"):
-    batch["image2"] = images()
+  for key in _PAIRED_IMAGES[pairing]:
+    batch[key] = images()
+    batch["labels" + key[len("image"):]] = {}
+  if pairing == "same_or_different":
+    batch["same"] = np.zeros((num_devices, b // num_devices), bool)
   return batch
 
 
@@ -77,12 +108,38 @@ def measure(config, steps: int = 10, warmup: int = 2) -> dict:
   }
 
 
+def measure_torch(config, steps: int = 10, warmup: int = 2, threads: int = 0) -> dict | None:
+  """The PyTorch reference's figures on the same batch as djax's, or None (with a note)
+  where the method has none."""
+  from benchmarks import torch_reference
+  try:
+    return torch_reference.measure_torch(config, steps, warmup,
+                                         batch=synthetic_batch(config, 1), threads=threads)
+  except NotImplementedError as e:
+    print(f"torch reference skipped: {e}")
+    return None
+
+
 def main(argv):
   del argv
-  result = measure(_CONFIG.value, _STEPS.value, _WARMUP.value)
+  config = _CONFIG.value
+  result = measure(config, _STEPS.value, _WARMUP.value)
   width = max(map(len, result))
   for k, v in result.items():
     print(f"{k:<{width}}  {v}")
+  if _TORCH.value:
+    ref = measure_torch(config, _STEPS.value, _WARMUP.value, _TORCH_THREADS.value)
+    if ref is not None:
+      result["torch"] = ref
+      result["djax_over_torch"] = round(result["ms_per_step_median"] / ref["ms_per_step_median"],
+                                        3)
+      named = {(k if k.startswith("torch") else f"torch_{k}"): v for k, v in ref.items()}
+      width = max(width, *map(len, named))
+      for k, v in named.items():
+        print(f"{k:<{width}}  {v}")
+      print(f"{'djax_ms/torch_ms':<{width}}  {result['djax_over_torch']}  "
+            f"(djax {result['ms_per_step_median']} ms, torch {ref['ms_per_step_median']} ms "
+            f"per step, medians; above 1: torch faster)")
   if _OUT.value:
     with open(_OUT.value, "w") as f:
       json.dump(result, f, indent=2)

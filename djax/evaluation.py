@@ -16,7 +16,8 @@ Optional ``config.eval`` keys (all have defaults):
 * ``swap_dims`` (``swap_success``): the swapped part y, ``"start:stop"``; default each chunk
   of a chunked code (``method.n_chunks``) in turn.  ``swap_factors``: factors the classifier
   judges (default ``eval.factors``).
-* ``attribute_units`` (``attribute_flip``): factor -> code unit; ``flip_alpha`` (40).
+* ``attribute_units`` (``attribute_flip``): factor -> code unit (default: the method's
+  ``attribute_units``, e.g. Lezama's CelebA model); ``flip_alpha`` (40).
 * ``score_factor`` (``classifier_score``, ``inception_score``, ``ms_ssim_diversity``): the
   factor whose classes group generated images (default the first of ``eval.factors``);
   ``num_generated`` (default 2000); ``inception_weights``: path of the Inception file.
@@ -123,7 +124,8 @@ class EvalContext:
     return self._cache["classifier"]
 
   def attribute_units(self) -> dict[str, int]:
-    units = self.opt("attribute_units", None)
+    """``eval.attribute_units``, else the method's own ``attribute_units`` (factor -> unit)."""
+    units = self.opt("attribute_units", None) or getattr(self.method, "attribute_units", None)
     return {str(k): int(v) for k, v in dict(units).items()} if units else {}
 
   def decode(self, codes: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -304,6 +306,21 @@ def _attribute_flip(ctx: EvalContext):
           "classifier_test_accuracy": {k: ctx.classifier().test_accuracy[k] for k in units}}
 
 
+def _reconstruction_mse(ctx: EvalContext, batch_size: int = 256):
+  """Mean squared error per pixel of the reconstructions D(E(x)) of ``eval.split``, with the
+  data's value range rescaled to [0, 1] (the scale of Lezama Tables 1 and 2)."""
+  lo, hi = ctx.config.data.value_range
+  n = len(ctx.features)
+  total, count = 0.0, 0
+  for s in range(0, n, batch_size):
+    ex = ctx.source.take(np.arange(s, min(s + batch_size, n)))
+    x = pipeline.to_model_images(ex["image"], ctx.config.data.image_size, (lo, hi))
+    x_hat = ctx.decode(ctx.features[s:s + len(x)].astype(np.float32), batch_size)
+    total += float(np.sum(np.square(x_hat.astype(np.float64) - x)))
+    count += x.size
+  return {"mse": total / count / (hi - lo) ** 2, "num_images": int(n), "scale": "[0, 1]"}
+
+
 def _score_factor(ctx: EvalContext) -> str:
   return str(ctx.opt("score_factor", None) or list(ctx.config.eval.factors)[0])
 
@@ -370,6 +387,8 @@ METRICS: dict[str, Metric] = {
                            "swap success per (part, factor), Lezama Table 1"),
     "attribute_flip": Metric(_attribute_flip, generation.VERSIONS["attribute_flip"],
                              "attribute flip success, Lezama Table 2"),
+    "reconstruction_mse": Metric(_reconstruction_mse, "1",
+                                 "per-pixel reconstruction MSE on [0, 1], Lezama Tables 1-2"),
     "classifier_score": Metric(_classifier_score, generation.VERSIONS["classifier_score"],
                                "Inception-Score formula with a djax-trained classifier"),
     "inception_score": Metric(_inception_score, generation.VERSIONS["inception_score"],

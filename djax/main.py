@@ -20,6 +20,12 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, met
                                "./runs/<config name>-<time>.")
 _TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the full traceback of a configuration "
                                 "or data error instead of its one-line message.")
+_COMPILE_CACHE = flags.DEFINE_string(
+    "compile_cache", os.environ.get("DJAX_COMPILE_CACHE",
+                                    os.path.join(os.path.expanduser("~"), ".cache", "djax", "xla")),
+    "XLA's persistent compilation cache: a resumed run, the next stage of a progressive run "
+    "and every evaluation of the same shapes reuse compiled programs instead of compiling "
+    "again ('' turns it off; env DJAX_COMPILE_CACHE sets the default).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -36,15 +42,22 @@ def main(argv):
   # orbax and tfds log every save and load at INFO; --verbosity=0 brings them back.
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  if _COMPILE_CACHE.value:
+    import jax
+    jax.config.update("jax_compilation_cache_dir", _COMPILE_CACHE.value)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   from djax import train  # after flag parsing: keeps --help fast
   config = _CONFIG.value
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
   logging.info("workdir: %s", workdir)
   print(f"djax: training {config.method} on {config.data.name}; workdir {workdir}", flush=True)
   try:
-    if config.get("stages"):  # progressive growth (Lezama 2019): one run, all stages
-      from djax import progressive
-      summary = progressive.main(config, workdir)
+    if config.get("stages"):  # staged training (Lezama 2019): one run, all stages
+      # stages.runner: the module whose main(config, workdir) runs them (default: §3's
+      # progressive growth; CelebA's attribute teacher and students have their own).
+      import importlib
+      runner = importlib.import_module(config.stages.get("runner", None) or "djax.progressive")
+      summary = runner.main(config, workdir)
     else:
       summary = train.train_and_evaluate(config, workdir)
   except (ValueError, FileNotFoundError, train.NonFiniteLossError) as e:

@@ -198,7 +198,6 @@ def step_cost(config, code_size: int | None = None, repeats: int = 50) -> dict[s
   memory (XLA's buffer assignment: temporaries + arguments + outputs) of a student with
   ``code_size`` units, its teacher initialised at random (the cost does not depend on it)."""
   from djax import methods
-  from djax.methods import base, jacobian_supervision as js
   c = ml_collections.ConfigDict(config.to_dict())
   code_size = code_size or int(c.stages.first_code_size) + int(c.stages.num_students)
   c.model.stage, c.model.code_size, c.model.teacher_dir = 1, code_size, "unused"
@@ -208,10 +207,7 @@ def step_cost(config, code_size: int | None = None, repeats: int = 50) -> dict[s
   rng = np.random.default_rng(0)
   batch = {"image": jnp.asarray(rng.uniform(0, 1, shape), jnp.float32),
            "image2": jnp.asarray(rng.uniform(0, 1, shape), jnp.float32)}
-  k = code_size - 1
-  t_enc = js.MLPEncoder(k, tuple(c.model.encoder_hidden)).init(jax.random.PRNGKey(1), batch["image"])
-  t_dec = method.t_decoder.init(jax.random.PRNGKey(2), jnp.zeros((b, k)))
-  method._teacher = {"encoder": t_enc["params"], "decoder": t_dec["params"]}
+  method.random_teacher(jax.random.PRNGKey(1), batch)
   state = method.init(jax.random.PRNGKey(0), batch)
   step = jax.jit(method.train_step)
   compiled = step.lower(state, batch, jax.random.PRNGKey(0)).compile()

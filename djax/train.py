@@ -94,8 +94,10 @@ def local_devices(config) -> list:
 
 def replicate(tree, devices):
   """One copy per device along a leading axis, laid out as pmap expects its inputs."""
-  mesh = jax.sharding.Mesh(np.array(devices), ("devices",))
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("devices"))
+  # pmap (shard_map underneath) names its output mesh axis after axis_name; a different
+  # name here makes the second call miss the compile cache and compile the step again.
+  mesh = jax.sharding.Mesh(np.array(devices), (base.AXIS,))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(base.AXIS))
   stacked = jax.tree_util.tree_map(
       lambda x: np.broadcast_to(np.asarray(x)[None], (len(devices),) + np.shape(x)),
       jax.device_get(tree))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
+from djax.metrics import retrieval
 from djax.metrics.retrieval import (
     average_precision_per_query,
     chance_map,
@@ -238,6 +239,92 @@ def test_chunk_attribute_map_picks_encoding_chunk():
     body = [ln.split()[0] for ln in lines if not ln.startswith("-")][1:]
     assert body == ["chunk", "chunk", "chunk", "best", "random"]
     assert "[1]" in table and "[2]" in table
+
+
+def _slow_numpy_ap(codes, labels):
+    """Direct per-query numpy reference: float32-rounded squared distances (the documented
+    tie rule), the query left out, ties ranked together, AP = mean precision at the
+    relevant items' distances."""
+    codes = np.asarray(codes, dtype=np.float64)
+    sq = np.einsum("ij,ij->i", codes, codes)
+    out = np.full(len(labels), np.nan)
+    for i in range(len(labels)):
+        d = np.maximum(sq[i] + sq - 2.0 * codes @ codes[i], 0.0).astype(np.float32)
+        others = np.arange(len(labels)) != i
+        d, rel = d[others], labels[others] == labels[i]
+        if rel.any():
+            out[i] = np.mean([np.sum(rel & (d <= t)) / np.sum(d <= t) for t in d[rel]])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fast_multi_labeling_path_matches_slow_reference(seed, monkeypatch):
+    # Many labelings share one sort (relevance bits in the key): more than 8 (several bytes)
+    # and more than 33 (several sorts), with few-class and many-class labels and singleton
+    # classes; small integer codes (mostly ties: summed per tie group) or generic codes with
+    # a few duplicates (sparse tie corrections).  Forced onto the threaded path with small
+    # blocks, relevance from class masks (few classes) or comparisons (many), once with
+    # 16-bit and once with 32-bit count lanes.
+    rng = np.random.default_rng(200 + seed)
+    n = int(rng.integers(40, 90))
+    codes = rng.integers(-2, 3, (n, int(rng.integers(1, 4)))).astype(float)
+    if seed == 2:  # generic distances, with a few exact duplicates: sparse ties
+        codes = codes + 0.5 * rng.standard_normal(codes.shape)
+        codes[rng.choice(n, n // 10, replace=False)] = codes[rng.choice(n, n // 10, replace=False)]
+    factors = {f"f{j}": rng.integers(0, int(rng.integers(2, n // 2)), n) for j in range(41)}
+    ref = np.stack([_slow_numpy_ap(codes, v) for v in factors.values()], 1)
+    monkeypatch.setattr(retrieval, "_MIN_THREADED_ELEMENTS", 0)
+    monkeypatch.setattr(retrieval, "_n_threads", lambda: 3)
+    monkeypatch.setattr(retrieval, "_SUB_BLOCK_ELEMENTS", 7 * n)
+    monkeypatch.setattr(retrieval, "_MAX_MASK_BYTES", 10 * n)  # many-class labels: compare
+    for lane16_max in (1 << 16, 0):
+        monkeypatch.setattr(retrieval, "_LANE16_MAX_ITEMS", lane16_max)
+        ids = [retrieval._as_label_ids(v) for v in factors.values()]
+        ap = retrieval._ap_multi(codes, ids, block_size=int(rng.integers(10, 40)))
+        np.testing.assert_allclose(ap, ref, rtol=0, atol=1e-12)
+        res = retrieval.factor_map(codes, factors)
+        np.testing.assert_allclose(list(res["map"].values()), np.nanmean(ref, 0), rtol=0, atol=1e-12)
+    for j in (0, 9, 40):  # one labeling alone = the same column of the joint run
+        np.testing.assert_allclose(average_precision_per_query(codes, factors[f"f{j}"]), ref[:, j],
+                                   rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dims", [64, 3])
+def test_narrow_and_wide_distance_ranges_match_slow_reference(dims):
+    # 64-d Gaussian codes: a block's distances span < 2^25 float32 bit patterns, so the keys
+    # are uint32; 3-d codes: wider, uint64 keys.
+    rng = np.random.default_rng(dims)
+    n = 150
+    codes = rng.standard_normal((n, dims))
+    factors = {f"f{j}": rng.integers(0, k, n) for j, k in enumerate([2, 3, 5, 16, 2, 40, 4])}
+    res = average_precision_per_query(codes, factors["f3"], block_size=40)
+    np.testing.assert_allclose(res, _slow_numpy_ap(codes, factors["f3"]), rtol=0, atol=1e-12)
+    maps = list(retrieval.factor_map(codes, factors, block_size=40)["map"].values())
+    ref = [np.nanmean(_slow_numpy_ap(codes, v)) for v in factors.values()]
+    np.testing.assert_allclose(maps, ref, rtol=0, atol=1e-12)
+
+
+def test_fast_path_large_n_matches_slow_reference(monkeypatch):
+    # Default blocking (several blocks of 2^18 // N queries), two threads (used by default
+    # only where the machine has idle cores), ties everywhere (many equal distances).
+    monkeypatch.setattr(retrieval, "_n_threads", lambda: 2)
+    rng = np.random.default_rng(9)
+    n = 2100
+    codes = rng.integers(0, 4, (n, 2)) + 0.01 * rng.integers(0, 3, (n, 2))
+    labels = {"a": rng.integers(0, 2, n), "b": rng.integers(0, 7, n)}
+    idx = rng.choice(n, 60, replace=False)
+    ap = retrieval._ap_multi(codes, [retrieval._as_label_ids(v) for v in labels.values()], None)
+    for j, v in enumerate(labels.values()):
+        sq = np.einsum("ij,ij->i", codes, codes)
+        for i in idx:
+            d = np.maximum(sq[i] + sq - 2.0 * codes @ codes[i], 0.0).astype(np.float32)
+            others = np.arange(n) != i
+            d, rel = d[others], v[others] == v[i]
+            # precision at t = (relevant at distance <= t) / (all at distance <= t)
+            t = d[rel]
+            prec = (np.searchsorted(np.sort(t), t, "right")
+                    / np.searchsorted(np.sort(d), t, "right"))
+            assert ap[i, j] == pytest.approx(prec.mean(), abs=1e-12)
 
 
 def _time_map(n, d=64, n_classes=10):

@@ -7,6 +7,7 @@ import importlib
 METHODS = {
     "mixing": ("djax.methods.mixing", "Mixing"),
     "jacobian_supervision": ("djax.methods.jacobian_supervision", "JacobianSupervision"),
+    "jacobian_attributes": ("djax.methods.jacobian_attributes", "AttributeJacobianSupervision"),
 }
 
 

@@ -42,6 +42,12 @@ frozen, whose whole code is the student's y (k = 1 + s) and the new unit is z (d
 The teacher's parameters live in the state (``params['teacher']``, not optimised), so a
 stage's checkpoints are self-contained. Units keep their positions: unit 0 and 1 are the
 first teacher's, unit s + 1 was added at stage s.
+
+SVHN (Appendix A.5, ``model.arch='svhn_conv'``, ``experiments/jacobian_svhn.py``): the same
+procedure with the conv encoder/decoder of :mod:`djax.methods.jacobian_nets` (BatchNorm at
+the encoder output at every stage; a frozen teacher uses its running statistics). The
+losses and estimators here only see ``decoder(code)`` on flat codes [y, z], so they are the
+same for every network; :mod:`djax.methods.jacobian_attributes` uses them for CelebA (§4).
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from djax.methods import base
+from djax.methods import base, jacobian_nets
 
 ESTIMATORS = ("finite_difference", "jvp", "full", "none")
 BN_EPS = 1e-5  # the authors' torch BatchNorm1d eps
@@ -132,25 +138,34 @@ def xcov_loss(y: jax.Array, z: jax.Array, form: str = "squared") -> jax.Array:
   raise ValueError(f"unknown xcov form {form!r}; use 'squared' (eq. 10) or 'norm'")
 
 
-def _with_z(decoder: Callable, z: jax.Array) -> Callable:
+def _with_z(decoder: Callable, z: jax.Array | None) -> Callable:
   """y -> D(y, z): the decoder as a function of the specified part only."""
-  if z.shape[-1] == 0:
+  if z is None or z.shape[-1] == 0:
     return decoder
   return lambda y: decoder(jnp.concatenate([y, z], axis=-1))
 
 
-def finite_differences(dec_s: Callable, dec_t: Callable, y_s, z_s, y_js, y_t, y_jt):
-  """The paper's eq. (9) differences: Δ_T = D_T(y_j^T) − D_T(y^T),
-  Δ_S = D_S(y_j^S, z^S) − D_S(y^S, z^S). Returns (Δ_T, Δ_S)."""
+def finite_differences(dec_s: Callable, dec_t: Callable, y_s, z_s, y_js, y_t, y_jt,
+                       z_t: jax.Array | None = None):
+  """The paper's eq. (9) differences: Δ_T = D_T(y_j^T, z^T) − D_T(y^T, z^T),
+  Δ_S = D_S(y_j^S, z^S) − D_S(y^S, z^S). Returns (Δ_T, Δ_S).
+
+  ``z_t``: the teacher's own nuisance part, held fixed (CelebA's teacher has d = 2048);
+  None for §3's teachers, whose whole code is y. Decoders map flat codes [y, z] to
+  outputs of any shape (MLP, conv), so this is network-agnostic."""
   ds = _with_z(dec_s, z_s)
-  return dec_t(y_jt) - dec_t(y_t), ds(y_js) - ds(y_s)
+  dt = _with_z(dec_t, z_t) if z_t is not None else dec_t
+  return dt(y_jt) - dt(y_t), ds(y_js) - ds(y_s)
 
 
-def jvp_differences(dec_s: Callable, dec_t: Callable, y_s, z_s, y_js, y_t, y_jt):
+def jvp_differences(dec_s: Callable, dec_t: Callable, y_s, z_s, y_js, y_t, y_jt,
+                    z_t: jax.Array | None = None):
   """Exact directional derivatives along the same directions as eq. (9):
-  Δ_T = J_T(y^T)(y_j^T − y^T), Δ_S = J_S(y^S, z^S)[(y_j^S − y^S, 0)], by ``jax.jvp``.
-  The decoders are per-sample, so the batched jvp is each sample's own. Returns (Δ_T, Δ_S)."""
-  _, d_t = jax.jvp(dec_t, (y_t,), (y_jt - y_t,))
+  Δ_T = J_T(y^T, z^T)[(y_j^T − y^T, 0)], Δ_S = J_S(y^S, z^S)[(y_j^S − y^S, 0)], by
+  ``jax.jvp``. The decoders are per-sample, so the batched jvp is each sample's own.
+  Returns (Δ_T, Δ_S)."""
+  dt = _with_z(dec_t, z_t) if z_t is not None else dec_t
+  _, d_t = jax.jvp(dt, (y_t,), (y_jt - y_t,))
   _, d_s = jax.jvp(_with_z(dec_s, z_s), (y_s,), (y_js - y_s,))
   return d_t, d_s
 
@@ -167,12 +182,13 @@ def jacobian_columns(decoder: Callable, y: jax.Array, z: jax.Array | None = None
   return jax.vmap(column)(jnp.eye(k, dtype=y.dtype))
 
 
-def full_jacobian_loss(dec_s: Callable, dec_t: Callable, y_s, z_s, y_t, directions) -> jax.Array:
+def full_jacobian_loss(dec_s: Callable, dec_t: Callable, y_s, z_s, y_t, directions,
+                       z_t: jax.Array | None = None) -> jax.Array:
   """Σ_i mean((J_T e_i − J_S e_i)²) · s over all k canonical directions, with
   s = mean_b ||d_b||² / k for the batch's directions d = y_j − y (no gradient): for
   directions with E[d dᵀ] = σ² I, E||(J_T − J_S) d||² = σ² ||J_T − J_S||²_F, so the full
   loss is on the directional estimators' scale and λ_diff means the same for all three."""
-  j_t = jacobian_columns(dec_t, y_t)
+  j_t = jacobian_columns(dec_t, y_t, z_t)
   j_s = jacobian_columns(dec_s, y_s, z_s)
   scale = jax.lax.stop_gradient(jnp.mean(jnp.sum(jnp.square(directions), -1)) / y_s.shape[-1])
   per_dir = jnp.mean(jnp.square(jax.lax.stop_gradient(j_t) - j_s),
@@ -180,14 +196,16 @@ def full_jacobian_loss(dec_s: Callable, dec_t: Callable, y_s, z_s, y_t, directio
   return scale * jnp.sum(per_dir)
 
 
-def jacobian_difference_loss(estimator: str, dec_s, dec_t, y_s, z_s, y_js, y_t, y_jt):
-  """Eq. (9)'s difference term by the named estimator (see the module docstring)."""
+def jacobian_difference_loss(estimator: str, dec_s, dec_t, y_s, z_s, y_js, y_t, y_jt,
+                             z_t: jax.Array | None = None):
+  """Eq. (9)'s difference term by the named estimator (see the module docstring).
+  ``z_t``: the teacher's nuisance part where the teacher has one (held fixed)."""
   if estimator == "finite_difference":
-    return difference_loss(*finite_differences(dec_s, dec_t, y_s, z_s, y_js, y_t, y_jt))
+    return difference_loss(*finite_differences(dec_s, dec_t, y_s, z_s, y_js, y_t, y_jt, z_t))
   if estimator == "jvp":
-    return difference_loss(*jvp_differences(dec_s, dec_t, y_s, z_s, y_js, y_t, y_jt))
+    return difference_loss(*jvp_differences(dec_s, dec_t, y_s, z_s, y_js, y_t, y_jt, z_t))
   if estimator == "full":
-    return full_jacobian_loss(dec_s, dec_t, y_s, z_s, y_t, y_js - y_s)
+    return full_jacobian_loss(dec_s, dec_t, y_s, z_s, y_t, y_js - y_s, z_t)
   if estimator == "none":
     return jnp.zeros((), y_s.dtype)
   raise ValueError(f"unknown Jacobian estimator {estimator!r}; known: {ESTIMATORS}")
@@ -251,10 +269,87 @@ def load_stage_checkpoint(directory: str) -> tuple[dict, dict]:
   return out["state"], out["config"]
 
 
+# ----------------------------------------------------------------------------- architectures
+
+class MLPArch:
+  """Appendix A.1's MLP. BatchNorm at the first teacher's output only; a student starts from
+  its teacher with that BatchNorm folded into the last Dense (:func:`grow_params`)."""
+  name = "mlp"
+
+  def __init__(self, model_cfg, image_shape):
+    self.image_shape = image_shape
+    self.encoder_hidden = tuple(model_cfg.encoder_hidden)
+    self.decoder_hidden = tuple(model_cfg.decoder_hidden)
+
+  def encoder(self, code_size: int, *, is_student: bool, axis_name=None):
+    return MLPEncoder(code_size, self.encoder_hidden, output_bn=not is_student,
+                      axis_name=axis_name)
+
+  def teacher_encoder(self, k: int):
+    return MLPEncoder(k, self.encoder_hidden)  # BatchNorm folded in
+
+  def decoder(self, code_size: int):
+    del code_size
+    return MLPDecoder(self.image_shape, self.decoder_hidden)
+
+  def frozen(self, ae, enc_stats):
+    """(params, stats) of a finished stage as a frozen teacher."""
+    return {"encoder": fold_output_bn(ae["encoder"], enc_stats), "decoder": ae["decoder"]}, {}
+
+  def grow(self, teacher, teacher_stats, rng, new_units: int):
+    del teacher_stats
+    return grow_params(teacher, rng, new_units), {}
+
+  def decoder_code_size(self, decoder_params) -> int:
+    return int(np.shape(decoder_params["Dense_0"]["kernel"])[0])
+
+
+class SVHNArch:
+  """Appendix A.5's conv net (:mod:`djax.methods.jacobian_nets`): BatchNorm at the encoder
+  output at every stage, so a frozen teacher keeps its running statistics (eval mode)."""
+  name = "svhn_conv"
+
+  def __init__(self, model_cfg, image_shape):
+    self.image_shape = image_shape
+    self.encoder_channels = tuple(model_cfg.get("encoder_channels", (64, 128, 256)))
+    self.decoder_channels = tuple(model_cfg.get("decoder_channels", (256, 128, 64)))
+
+  def encoder(self, code_size: int, *, is_student: bool, axis_name=None):
+    del is_student
+    return jacobian_nets.SVHNEncoder(code_size, self.encoder_channels, output_bn=True,
+                                     axis_name=axis_name)
+
+  def teacher_encoder(self, k: int):
+    return jacobian_nets.SVHNEncoder(k, self.encoder_channels, output_bn=True)
+
+  def decoder(self, code_size: int):
+    del code_size
+    return jacobian_nets.SVHNDecoder(self.image_shape, self.decoder_channels)
+
+  def frozen(self, ae, enc_stats):
+    return {"encoder": ae["encoder"], "decoder": ae["decoder"]}, dict(enc_stats or {})
+
+  def grow(self, teacher, teacher_stats, rng, new_units: int):
+    return jacobian_nets.grow_svhn(teacher, teacher_stats, rng, new_units)
+
+  def decoder_code_size(self, decoder_params) -> int:
+    return int(np.shape(decoder_params["deconv0"]["kernel"])[-2])
+
+
+ARCHS = {"mlp": MLPArch, "svhn_conv": SVHNArch}
+
+
 # ----------------------------------------------------------------------------- method
 
 class JacobianSupervision:
-  """Teacher (stage 0) or student (stage ≥ 1) of Lezama's progressive MNIST procedure."""
+  """Teacher (stage 0) or student (stage ≥ 1) of Lezama's progressive procedure (§3):
+  MNIST with the MLP (``model.arch='mlp'``, the default), SVHN with the conv net of A.5
+  (``model.arch='svhn_conv'``).
+
+  State: ``params['ae']`` (trained), ``params['teacher']`` (students: the frozen previous
+  stage), ``batch_stats['encoder']`` and, where the teacher's encoder has BatchNorm
+  statistics (SVHN), ``batch_stats['teacher']`` (never updated).
+  """
 
   groups = ("ae",)
 
@@ -279,36 +374,58 @@ class JacobianSupervision:
     size = config.data.image_size
     channels = int(config.data.get("channels", 1))
     self.image_shape = (size, size, channels)
-    self.encoder = MLPEncoder(self.code_size, tuple(m.encoder_hidden),
-                              output_bn=not self.is_student, axis_name=axis_name)
-    self.decoder = MLPDecoder(self.image_shape, tuple(m.decoder_hidden))
-    self.t_encoder = MLPEncoder(self.k, tuple(m.encoder_hidden))
-    self.t_decoder = MLPDecoder(self.image_shape, tuple(m.decoder_hidden))
+    arch = m.get("arch", "mlp") or "mlp"
+    if arch not in ARCHS:
+      raise ValueError(f"unknown model.arch {arch!r}; known: {sorted(ARCHS)}")
+    self.arch = ARCHS[arch](m, self.image_shape)
+    self.encoder = self.arch.encoder(self.code_size, is_student=self.is_student,
+                                     axis_name=axis_name)
+    self.decoder = self.arch.decoder(self.code_size)
+    self.t_encoder = self.arch.teacher_encoder(self.k)
+    self.t_decoder = self.arch.decoder(self.k)
     self.tx = {"ae": base.make_optimizer(config.optim.ae)}
-    self._teacher = None
+    self._teacher = None  # {'encoder', 'decoder'} params of the frozen previous stage
+    self._teacher_stats = None  # its encoder's BatchNorm statistics ({} for the MLP)
 
   # -- the previous stage
   def teacher_params(self):
-    """{'encoder', 'decoder'} of the frozen previous model (BatchNorm folded), numpy."""
+    """{'encoder', 'decoder'} of the frozen previous model (MLP: BatchNorm folded)."""
     if self._teacher is None:
       state, _ = load_stage_checkpoint(self.teacher_dir)
       ae = state["params"]["ae"]
-      enc = fold_output_bn(ae["encoder"], state.get("batch_stats", {}).get("encoder"))
-      self._teacher = {"encoder": enc, "decoder": ae["decoder"]}
-      got = np.asarray(self._teacher["decoder"]["Dense_0"]["kernel"]).shape[0]
+      stats = (state.get("batch_stats") or {}).get("encoder") or {}
+      self._teacher, self._teacher_stats = self.arch.frozen(ae, stats)
+      got = self.arch.decoder_code_size(self._teacher["decoder"])
       if got != self.k:
         raise ValueError(f"the teacher in {self.teacher_dir} has a code of {got} units; stage "
                          f"{self.stage} expects {self.k}")
     return self._teacher
+
+  def teacher_stats(self):
+    self.teacher_params()
+    return self._teacher_stats or {}
+
+  def random_teacher(self, rng: jax.Array, batch: dict[str, Any]) -> None:
+    """Sets a randomly initialised teacher of the right architecture (for timing a student
+    step without a trained previous stage)."""
+    x = batch["image"]
+    k_enc, k_dec = jax.random.split(rng)
+    v_enc = self.t_encoder.init(k_enc, x, train=False)
+    v_dec = self.t_decoder.init(k_dec, jnp.zeros((x.shape[0], self.k), x.dtype))
+    self._teacher = {"encoder": v_enc["params"], "decoder": v_dec["params"]}
+    self._teacher_stats = v_enc.get("batch_stats", {})
 
   def init(self, rng: jax.Array, batch: dict[str, Any]) -> base.TrainState:
     x = batch["image"]
     k_enc, k_dec, k_grow, k_state = jax.random.split(rng, 4)
     if self.is_student:
       teacher = self.teacher_params()
-      ae = grow_params(teacher, k_grow, self.new_units)
+      t_stats = self.teacher_stats()
+      ae, enc_stats = self.arch.grow(teacher, t_stats, k_grow, self.new_units)
       params = {"ae": ae, "teacher": jax.tree_util.tree_map(jnp.asarray, teacher)}
-      stats = {"encoder": {}}
+      stats = {"encoder": enc_stats}
+      if t_stats:
+        stats["teacher"] = jax.tree_util.tree_map(jnp.asarray, t_stats)
     else:
       v_enc = self.encoder.clone(axis_name=None).init(k_enc, x, train=False)
       v_dec = self.decoder.init(k_dec, jnp.zeros((x.shape[0], self.code_size), x.dtype))
@@ -328,25 +445,33 @@ class JacobianSupervision:
   def decode_ae(self, ae, code):
     return self.decoder.apply({"params": ae["decoder"]}, code)
 
-  def teacher_encode(self, teacher, x):
-    return self.t_encoder.apply({"params": teacher["encoder"]}, x)
+  def teacher_encode(self, teacher, x, stats=None):
+    variables = {"params": teacher["encoder"], **({"batch_stats": stats} if stats else {})}
+    return self.t_encoder.apply(variables, x, train=False)
 
   def teacher_decode(self, teacher, y):
     return self.t_decoder.apply({"params": teacher["decoder"]}, y)
 
   # -- training
-  def losses(self, ae, teacher, stats, x, xj, train=True):
-    """All terms of the stage's objective; returns (total, (losses dict, new stats))."""
+  def losses(self, ae, teacher, stats, x, xj, train=True, teacher_stats=None):
+    """All terms of the stage's objective; returns (total, (losses dict, new stats)).
+
+    A student encodes x and its partner x_j in one pass (one set of BatchNorm batch
+    statistics for both, where the encoder has BatchNorm: SVHN)."""
     lo = self.loss
-    code, stats = self.encode_fn(ae, stats, x, train)
+    b = x.shape[0]
+    if self.is_student:
+      codes, stats = self.encode_fn(ae, stats, jnp.concatenate([x, xj]), train)
+      code, code_j = codes[:b], codes[b:]
+    else:
+      code, stats = self.encode_fn(ae, stats, x, train)
     x_hat = self.decode_ae(ae, code)
     out = {"loss_rec": reconstruction_loss(x_hat, x)}
     total = out["loss_rec"]
     if self.is_student:
-      code_j, _ = self.encode_fn(ae, stats, xj, False)
       y_s, z_s, y_js = code[:, :self.k], code[:, self.k:], code_j[:, :self.k]
-      y_t = self.teacher_encode(teacher, x)
-      y_jt = self.teacher_encode(teacher, xj)
+      y_both = self.teacher_encode(teacher, jnp.concatenate([x, xj]), teacher_stats)
+      y_t, y_jt = y_both[:b], y_both[b:]
       dec_s = functools.partial(self.decode_ae, ae)
       dec_t = functools.partial(self.teacher_decode, teacher)
       estimator = self.estimator if lo.lambda_diff else "none"
@@ -363,13 +488,15 @@ class JacobianSupervision:
     del rng  # deterministic given the batch: the pairs come from the pipeline
     x, xj = batch["image"], batch.get("image2", batch["image"])
     teacher = state.params.get("teacher")
+    t_stats = state.batch_stats.get("teacher")
     grads, (losses, stats) = jax.grad(self.losses, has_aux=True)(
-        state.params["ae"], teacher, state.batch_stats["encoder"], x, xj)
+        state.params["ae"], teacher, state.batch_stats["encoder"], x, xj, True, t_stats)
     grads = base.pmean(grads, self.axis_name)
     new_ae, new_opt = base.apply_updates(self.tx["ae"], grads, state.opt_state["ae"],
                                          state.params["ae"])
     params = {**state.params, "ae": new_ae}
-    return state.replace(step=state.step + 1, params=params, batch_stats={"encoder": stats},
+    return state.replace(step=state.step + 1, params=params,
+                         batch_stats={**state.batch_stats, "encoder": stats},
                          opt_state={"ae": new_opt}), base.pmean(losses, self.axis_name)
 
   # -- evaluation: pure array functions

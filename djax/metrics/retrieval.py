@@ -42,19 +42,32 @@ Conventions (the paper does not specify them; these are ours):
   every mean, both in :func:`retrieval_map` and in :func:`chance_map`, so the
   model row and the random row average over the same queries.
 
-Implementation: blocks of queries are processed with numpy rather than
-``jax.jit`` because sorting is the bottleneck and XLA's CPU sort is ~40x slower
-than numpy's SIMD sort (4.3 s vs 0.11 s for 512 x 20,000 float32 on this
-machine).  To avoid the ~4x slower ``argsort``, the relevance flag is packed
-into the least significant bit of the (non-negative) float32 distance bits and
-plain ``np.sort`` is used on ``uint32`` keys.
+Implementation (numpy, not ``jax.jit``: sorting is the bottleneck and XLA's CPU
+sort is ~40x slower than numpy's SIMD sort, 4.3 s vs 0.11 s for 512 x 20,000
+float32 on this machine).  The ranking depends only on the codes, not on the
+attribute, so each block of queries is sorted once for all attributes (up to 33
+per sort): the sort key holds the float32 distance's bits (non-negative floats
+order like their bit patterns) above one relevance bit per attribute, so a plain
+``np.sort`` (no ``argsort``) ranks the database and carries every attribute's
+relevance along.  Keys are ``uint64``, or ``uint32`` (~2.5x faster to sort) when
+a block's distances span few enough bit patterns, as for high-dimensional codes.
+The AP sums are then computed 8 positions at a time (a per-byte lookup table of
+precision numerators, see :func:`_precision_sums`) with exact corrections for
+ties.  Blocks are small enough to stay in cache and run on several threads when
+the machine has idle cores.  10,000 codes x 7 attributes on this project's
+2-core machine: 3.1 s with both cores idle, 5.5-6 s with both busy with other
+jobs (the previous one-``uint32``-sort-per-attribute implementation: 17 s and
+19-20 s under the same conditions).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 from typing import Mapping
 
 import numpy as np
+
+from djax.metrics import _threads
 
 __all__ = [
     "average_precision_per_query",
@@ -66,18 +79,6 @@ __all__ = [
     "select_dims",
     "factor_map",
 ]
-
-# Elements (queries x database) per block when block_size is None: ~4M keeps
-# the per-block temporaries (float64 distances, float32 bits, uint32 keys,
-# index arrays of the relevant items) at roughly 100 MB regardless of N.
-_TARGET_BLOCK_ELEMENTS = 1 << 22
-_MAX_AUTO_BLOCK = 512
-
-# Sorts after every finite distance (0xFFFFFFFE >> 1 is a NaN bit pattern no
-# real distance produces) and has the relevance bit clear, so the query itself
-# never counts towards any precision.
-_SELF_KEY = np.uint32(0xFFFFFFFE)
-
 
 def _as_codes(codes) -> np.ndarray:
     codes = np.asarray(codes)
@@ -127,84 +128,290 @@ def _augment(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.hstack([-2.0 * codes, sq, one]), np.hstack([codes, one, sq])
 
 
+# Queries per block: at most block_size (default min(512, 2^22 // N)) and at most
+# 2^18 // N, so that a block's keys (2 MB of uint64) stay in cache: each numpy pass over
+# them is then ~5x cheaper than over a 4M-element block.
+_TARGET_BLOCK_ELEMENTS = 1 << 22
+_MAX_AUTO_BLOCK = 512
+_SUB_BLOCK_ELEMENTS = 1 << 18
+# Threads for the blocks (at most this many; see djax.metrics._threads); below this many
+# distances one thread is faster than starting a pool.
+_MAX_THREADS = 8
+_MIN_THREADED_ELEMENTS = 1 << 22
+# Rankings of fewer items than this count relevant items in 16-bit lanes, others in 32-bit.
+_LANE16_MAX_ITEMS = 1 << 16
+# A labeling's relevance bits come from a [classes, N] table of its class masks when that
+# is at most this big (else from comparing labels).
+_MAX_MASK_BYTES = 1 << 25
+
+# A uint64 sort key holds the 31 bits of a non-negative float32 distance above one
+# relevance bit per labeling, so at most 33 labelings share one sort.
+_DIST_BITS = 31
+_MAX_PACKED = 64 - _DIST_BITS
+# The query's own key: distance bits 0x7FFFFFFF (a NaN pattern, larger than any real
+# distance, +inf included) and no relevance bit, so it sorts last in its row, ties with
+# nothing and never counts towards any precision.
+_SELF_DIST = (1 << _DIST_BITS) - 1
+
+
 def _block_dist_bits(q_aug: np.ndarray, x_aug: np.ndarray) -> np.ndarray:
-    """Squared distances rounded to float32, as ``uint32`` bits shifted left."""
-    d = (q_aug @ x_aug.T).astype(np.float32)
-    # Cancellation can give tiny negatives; clamped, they become +-0.0 and the
-    # shift below drops the sign bit, so both map to key 0.  For non-negative
-    # floats the bit pattern is monotone in the value.
+    """Squared distances rounded to float32, as ``uint32`` bits (monotone in the value)."""
+    # x @ q.T, not q @ x.T: the same products, but OpenBLAS is up to 3x faster this way round
+    # for a short block of queries and few dims.
+    d = (x_aug @ q_aug.T).T.astype(np.float32, order="C")
+    # Cancellation can give tiny negatives; clamped they become +-0.0, and -0.0's sign bit
+    # is cleared below, so both map to 0.  For non-negative floats the bit pattern is
+    # monotone in the value.
     np.maximum(d, np.float32(0.0), out=d)
     bits = d.view(np.uint32)
-    bits <<= np.uint32(1)
+    bits &= np.uint32(0x7FFFFFFF)
     return bits
 
 
-def _ap_from_sorted_keys(keys: np.ndarray, n_rel: np.ndarray) -> np.ndarray:
-    """AP per row from row-sorted packed keys (bit 0 set <=> relevant)."""
-    b, m = keys.shape
-    ap = np.full(b, np.nan)
-    flat = keys.reshape(-1)
-    # Row-major flat indices of the relevant items: sorted by row, then rank.
-    # Working on this sparse list is ~2x cheaper than dense cumsums over all
-    # B x M keys when few items are relevant, and no slower at 50%.
-    rel_flat = np.flatnonzero(flat & np.uint32(1))
-    if rel_flat.size == 0:
-        return ap
-    starts = np.zeros(b, dtype=np.int64)
-    np.cumsum(n_rel[:-1], out=starts[1:])
-    starts_rep = np.repeat(starts, n_rel)
-    # Without ties the k-th relevant item (1-based) at flat index f has
-    # precision k / (rank + 1), rank = f - row * m.
-    count = np.arange(1, rel_flat.size + 1, dtype=np.float64) - starts_rep
-    end = rel_flat
+_POPCOUNT8 = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint8)
+_byte_table_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+_LE64 = np.dtype("<u8")
 
-    # Ties are sparse (float32 rounding makes a few per row even for generic
-    # codes), so fix up only the relevant items that are tied with their
-    # successor: their threshold is the group's last rank, and their numerator
-    # counts every relevant item up to it.  Comparing across row boundaries
-    # is safe: every row ends with _SELF_KEY, which equals no key of the next
-    # row; for the same reason rel_flat < b*m - 1 indexes tied_with_next.
-    tied_with_next = (flat[1:] ^ flat[:-1]) < 2
-    links = np.flatnonzero(tied_with_next)
+
+def _byte_tables(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-byte precision numerators for rankings of ``m`` items: two ``[ceil(m/8) * 256]``.
+
+    Entry ``p * 256 + v`` is for byte ``p`` (positions ``8p .. 8p+7``, bit i = position
+    ``j_i = 8p + i``) holding the relevance bits v: ``sum_{i in v} 1/(j_i+1)`` and
+    ``sum_{i in v} r_i/(j_i+1)``, where ``r_i`` is the number of bits of v at or below i.
+    """
+    tables = _byte_table_cache.get(m)
+    if tables is None:
+        n_bytes = (m + 7) // 8
+        w = np.zeros(n_bytes * 8)
+        w[:m] = 1.0 / np.arange(1, m + 1, dtype=np.float64)
+        w = w.reshape(n_bytes, 8)
+        bits = ((np.arange(256)[:, None] >> np.arange(8)[None, :]) & 1).astype(np.float64)
+        rank = np.cumsum(bits, axis=1) * bits
+        tables = ((w @ bits.T).reshape(-1), (w @ rank.T).reshape(-1))
+        if len(_byte_table_cache) > 4:
+            _byte_table_cache.clear()
+        _byte_table_cache[m] = tables
+    return tables
+
+
+def _transpose8(x: np.ndarray) -> np.ndarray:
+    """Transpose the 8x8 bit matrix in each uint64: bit ``8r + c`` -> bit ``8c + r``."""
+    u = np.uint64
+    for shift, mask in ((7, 0x00AA00AA00AA00AA), (14, 0x0000CCCC0000CCCC), (28, 0x00000000F0F0F0F0)):
+        t = (x ^ (x >> u(shift))) & u(mask)
+        x = x ^ t ^ (t << u(shift))
+    return x
+
+
+def _byte_popcounts(x: np.ndarray) -> np.ndarray:
+    """Popcount of each byte of each uint64, in place of the byte."""
+    u = np.uint64
+    x = x - ((x >> u(1)) & u(0x5555555555555555))
+    x = (x & u(0x3333333333333333)) + ((x >> u(2)) & u(0x3333333333333333))
+    return (x + (x >> u(4))) & u(0x0F0F0F0F0F0F0F0F)
+
+
+def _precision_sums(relbits: np.ndarray, tied: np.ndarray) -> np.ndarray:
+    """Sum over relevant items of precision, per row and labeling: ``[B, 8]``.
+
+    ``relbits [B, M]`` (uint8): bit a = item relevant for labeling a, items in rank order;
+    ``tied [B, M-1]``: item j has the same distance as item j + 1.
+
+    Without ties the k-th relevant item (1-based) at 0-based position j has precision
+    ``k / (j + 1)``.  Eight positions make a byte of each labeling's relevance bits (one
+    8x8 bit transpose per uint64 of ``relbits``); with ``c`` the number of relevant items
+    before byte p, the byte contributes ``c * T0[p, v] + T1[p, v]`` (:func:`_byte_tables`),
+    so the work is a table lookup per 8 positions and labeling.  The counts ``c`` come from
+    one cumulative sum of uint64 words holding several labelings' byte popcounts in 16-bit
+    (32-bit for M >= 2^16) lanes; a count never exceeds ``M - 1``, so lanes do not overflow.
+    Ties: a relevant item in a tie group takes the count and position of the group's last
+    item; a few ties are corrected item by item afterwards, many (at least a quarter of the
+    positions tied to the next) are summed group by group instead of using the tables.
+    """
+    b, m = relbits.shape
+    n_bytes = (m + 7) // 8
+    t0, t1 = _byte_tables(m)
+    padded = np.zeros((b, n_bytes * 8), np.uint8)
+    padded[:, :m] = relbits
+    # Byte-major from here on ([n_bytes, B, ...]): the table lookups of one byte position
+    # then hit one 2 KB slice of each table.
+    words = np.ascontiguousarray(_transpose8(padded.view(_LE64).astype(np.uint64, copy=False)).T)
+    packed = words.astype(_LE64, copy=False).view(np.uint8).reshape(n_bytes, b, 8)  # [p, B, a]
+
+    # before[p, b, a]: relevant items of labeling a at positions < 8p.
+    pops = _byte_popcounts(words)
+    lane = 16 if m < _LANE16_MAX_ITEMS else 32
+    k = lane // 8
+    lane_mask = np.uint64(sum(0xFF << s for s in range(0, 64, lane)))
+    before = np.empty((n_bytes, b, 8))
+    for s in range(k):
+        part = (pops >> np.uint64(8 * s)) & lane_mask if s else pops & lane_mask
+        csum = np.cumsum(part, axis=0)
+        csum -= part
+        before[..., s::k] = csum.astype(_LE64, copy=False).view(f"<u{lane // 8}").reshape(n_bytes, b, 8 // k)
+
+    def count_at(rows, cols):  # relevant items at positions <= cols, per labeling: [P, 8]
+        low = ((2 << (cols % 8)) - 1).astype(np.uint8)[:, None]
+        return before[cols // 8, rows] + _POPCOUNT8.take(packed[cols // 8, rows] & low)
+
+    links = np.flatnonzero(tied)
+    if 4 * links.size >= b * m:
+        # Mostly ties (e.g. a collapsed or discrete code): sum over tie groups instead.  A
+        # group ending at position e with count c_e (c_s before it) holds c_e - c_s relevant
+        # items, each with precision c_e / (e + 1).  Every row ends a group (its last item).
+        ends = np.flatnonzero(np.concatenate([~tied, np.ones((b, 1), bool)], axis=1))
+        rows, cols = ends // m, ends % m
+        count = count_at(rows, cols)
+        first = np.ones(ends.size, dtype=bool)
+        first[1:] = rows[1:] != rows[:-1]
+        prev = np.zeros_like(count)
+        prev[1:] = count[:-1]
+        prev[first] = 0.0
+        contrib = (count - prev) * count / (cols + 1.0)[:, None]
+        return np.add.reduceat(contrib, np.flatnonzero(first), axis=0)
+
+    idx = np.add(packed, (np.arange(n_bytes, dtype=np.intp) * 256)[:, None, None], dtype=np.intp)
+    sums = np.einsum("pba,pba->ba", before, t0.take(idx)) + np.einsum("pba->ba", t1.take(idx))
     if links.size:
-        fix = np.flatnonzero(tied_with_next[rel_flat])
-        if fix.size:
-            # A group ends right after its last link.
-            last_link = np.ones(links.size, dtype=bool)
-            last_link[:-1] = links[1:] != links[:-1] + 1
-            group_ends = links[last_link] + 1
-            e = group_ends[np.searchsorted(group_ends, rel_flat[fix])]
-            end = rel_flat.copy()
-            end[fix] = e
-            count[fix] = np.searchsorted(rel_flat, e, side="right") - starts_rep[fix]
-    row_offset = np.repeat(np.arange(b, dtype=np.int64) * m - 1, n_rel)
-    prec = count / (end - row_offset)
-    has_rel = n_rel > 0
-    ap[has_rel] = np.add.reduceat(prec, starts[has_rel]) / n_rel[has_rel]
-    return ap
+        # A few ties: correct the relevant items in tie groups.  Position p of row r (flat
+        # r*M + p) is tied with p + 1; consecutive flat links belong to one group (links of
+        # different rows are >= 2 apart).
+        flat_links = links + links // (m - 1)
+        last = np.ones(flat_links.size, dtype=bool)
+        last[:-1] = flat_links[1:] != flat_links[:-1] + 1
+        group_ends = flat_links[last] + 1
+        members = np.union1d(flat_links, flat_links + 1)
+        ends = group_ends[np.searchsorted(group_ends, members)]
+        rows, cols, end_cols = members // m, members % m, ends % m
+        rel = (packed[cols // 8, rows] >> (cols % 8).astype(np.uint8)[:, None]) & np.uint8(1)
+        delta = np.where(rel, count_at(rows, end_cols) / (end_cols + 1.0)[:, None]
+                         - count_at(rows, cols) / (cols + 1.0)[:, None], 0.0)
+        np.add.at(sums, rows, delta)
+    return sums
+
+
+def _relevance_masks(group: list[np.ndarray]) -> list[np.ndarray | None]:
+    """Per labeling a, ``[classes, N]`` rows ``(ids == v) << a`` (None if that is large)."""
+    g = len(group)
+    rb_t = _relbits_dtype(g)
+    masks = []
+    for a, ids in enumerate(group):
+        k = int(ids.max()) + 1 if ids.size else 0
+        if k * ids.size * np.dtype(rb_t).itemsize > _MAX_MASK_BYTES:
+            masks.append(None)
+            continue
+        mask = np.zeros((k, ids.size), rb_t)
+        mask[ids, np.arange(ids.size)] = rb_t(1) << rb_t(a)
+        masks.append(mask)
+    return masks
+
+
+def _relbits_dtype(g: int):
+    return np.uint8 if g <= 8 else np.uint16 if g <= 16 else np.uint32 if g <= 32 else np.uint64
+
+
+def _sort_keys(dist_bits: np.ndarray, group: list[np.ndarray], masks: list, s0: int) -> np.ndarray:
+    """Row-sorted ``distance_bits << g | relevance bits`` for the queries ``s0 ..``, the
+    query itself last (``dist_bits`` is modified at the queries' own entries)."""
+    g = len(group)
+    b, m = dist_bits.shape
+    rb_t = _relbits_dtype(g)
+    relbits = np.zeros((b, m), rb_t)
+    bit = np.empty((b, m), rb_t)
+    eq = None
+    for a, (ids, mask) in enumerate(zip(group, masks)):
+        if mask is not None:  # the query's row of the mask: one gather
+            np.take(mask, ids[s0:s0 + b], axis=0, out=bit)
+        else:
+            if eq is None:
+                eq = np.empty((b, m), np.bool_)
+            np.equal(ids[s0:s0 + b, None], ids[None, :], out=eq)
+            np.left_shift(eq, rb_t(a), out=bit, dtype=rb_t)
+        relbits |= bit
+    rows = np.arange(b)
+    # The query's own distance (~0) must not widen the range below: overwrite it (in place,
+    # its key is replaced anyway) with another distance of its row.
+    dist_bits[rows, rows + s0] = dist_bits[rows, (rows + s0 + 1) % m]
+    lo, hi = int(dist_bits.min()), int(dist_bits.max())
+    if g < 32 and hi - lo < (1 << (32 - g)) - 1:
+        # All distances of the block within a range of 2^(32-g) float32 bit patterns (e.g.
+        # high-dimensional codes, whose distances concentrate): uint32 keys of the offset
+        # bits, which sort ~2.5x faster and rank identically.
+        keys = np.subtract(dist_bits, np.uint32(lo), dtype=np.uint32)
+        keys <<= np.uint32(g)
+        keys |= relbits
+        keys[rows, rows + s0] = np.uint32(0xFFFFFFFF << g & 0xFFFFFFFF)  # above all, no bits
+    else:
+        keys = np.left_shift(dist_bits, np.uint64(g), dtype=np.uint64)
+        keys |= relbits
+        keys[rows, rows + s0] = np.uint64(_SELF_DIST << g)
+    keys.sort(axis=1)
+    return keys
+
+
+def _sub_block_sums(q_aug: np.ndarray, x_aug: np.ndarray, groups: list, s0: int) -> np.ndarray:
+    """Sums of precision ``[rows, A]`` for the queries ``s0 ..`` (rows of ``q_aug``);
+    ``groups``: (labelings, their masks) sharing one sort each."""
+    dist_bits = _block_dist_bits(q_aug, x_aug)
+    out = []
+    for group, masks in groups:
+        g = len(group)
+        keys = _sort_keys(dist_bits, group, masks, s0)
+        tied = (keys[:, 1:] ^ keys[:, :-1]) < np.uint64(1 << g)
+        for a1 in range(0, g, 8):
+            c = min(8, g - a1)
+            byte = (keys >> np.uint64(a1) if a1 else keys).astype(np.uint8)
+            if c < 8:
+                byte &= np.uint8((1 << c) - 1)
+            out.append(_precision_sums(byte, tied)[:, :c])
+    return np.concatenate(out, axis=1)
+
+
+def _n_threads() -> int:
+    return _threads.n_threads(_MAX_THREADS)
 
 
 def _ap_multi(codes: np.ndarray, id_columns: list[np.ndarray], block_size: int | None) -> np.ndarray:
     """AP per query for several labelings sharing one set of codes: [N, A].
 
-    Distances are computed once per block and reused for every labeling.
+    The ranking depends only on the codes, so distances are computed and sorted once per
+    block of queries for up to 33 labelings at a time (their relevance bits ride along in
+    the sort key) and reused for every labeling.  Blocks are small enough to stay in cache
+    and run on a few threads (numpy and BLAS release the GIL; BLAS itself is limited to one
+    thread meanwhile); each writes its own rows, so results do not depend on the threading.
     """
     n = codes.shape[0]
-    out = np.full((n, len(id_columns)), np.nan)
-    if n < 2:
+    n_lab = len(id_columns)
+    out = np.full((n, n_lab), np.nan)
+    if n < 2 or n_lab == 0:
         return out
-    bs = _resolve_block_size(block_size, n)
+    sub = max(1, min(_resolve_block_size(block_size, n), _SUB_BLOCK_ELEMENTS // n))
     q_aug, x_aug = _augment(codes)
-    n_rels = [_n_relevant(ids) for ids in id_columns]
-    for start in range(0, n, bs):
-        stop = min(start + bs, n)
-        rows = np.arange(stop - start)
-        dist_bits = _block_dist_bits(q_aug[start:stop], x_aug)
-        for a, ids in enumerate(id_columns):
-            keys = dist_bits | (ids[start:stop, None] == ids[None, :]).view(np.uint8)
-            keys[rows, rows + start] = _SELF_KEY
-            keys.sort(axis=1)
-            out[start:stop, a] = _ap_from_sorted_keys(keys, n_rels[a][start:stop])
+    n_rel = np.stack([_n_relevant(ids) for ids in id_columns], axis=1)
+    sums = np.zeros((n, n_lab))
+
+    groups = [(id_columns[a:a + _MAX_PACKED], _relevance_masks(id_columns[a:a + _MAX_PACKED]))
+              for a in range(0, n_lab, _MAX_PACKED)]
+
+    def run(s0):
+        s1 = min(s0 + sub, n)
+        sums[s0:s1] = _sub_block_sums(q_aug[s0:s1], x_aug, groups, s0)
+
+    # One BLAS thread: a block's product is small (threads cost more than they save, much
+    # more on a busy machine); the blocks themselves run on several threads when N is large.
+    from threadpoolctl import threadpool_limits
+
+    n_threads = _n_threads() if n * n >= _MIN_THREADED_ELEMENTS else 1
+    with threadpool_limits(limits=1, user_api="blas"):
+        if n_threads == 1:
+            for s0 in range(0, n, sub):
+                run(s0)
+        else:
+            with concurrent.futures.ThreadPoolExecutor(n_threads) as pool:
+                list(pool.map(run, range(0, n, sub)))
+    has_rel = n_rel > 0
+    out[has_rel] = sums[has_rel] / n_rel[has_rel]
     return out
 
 
@@ -214,9 +421,11 @@ def average_precision_per_query(codes, labels, *, block_size: int | None = None)
     Args:
       codes: ``[N, D]`` features (``[N]`` is treated as ``D = 1``).
       labels: ``[N]`` attribute values; relevant <=> equal to the query's.
-      block_size: queries per block (memory is ``O(block_size * N)``).  ``None``
-        picks ``min(512, 2**22 // N)``.  Results do not depend on it (barring
-        last-bit BLAS rounding differences that move a float32 near-tie).
+      block_size: at most this many queries per block (memory is
+        ``O(block_size * N)`` per thread); ``None``: ``min(512, 2**22 // N)``.
+        Blocks are also capped at ``2**18 // N`` queries, which keeps their
+        keys in cache.  Results do not depend on it (barring last-bit BLAS
+        rounding differences that move a float32 near-tie).
 
     Returns:
       ``[N]`` float64 AP per query, the query itself excluded from its own

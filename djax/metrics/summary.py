@@ -53,6 +53,8 @@ def headline(results: Mapping[str, Any]) -> dict[str, float]:
       out[name] = r["score"]
     elif name == "ms_ssim_diversity":
       out["ms_ssim_diversity"] = r["diversity"]
+    elif name == "reconstruction_mse":
+      out["reconstruction_mse"] = r["mse"]
   return {k: float(v) for k, v in out.items()}
 
 

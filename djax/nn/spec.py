@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from djax.nn.conv import Conv
 from djax.nn.conv_transpose import ConvTranspose
 
 NORMS = ("batch", "instance", "layer", "none")
@@ -151,6 +152,10 @@ class SpecNet(nn.Module):
   norm: str = "batch"
   axis_name: str | None = None
   negative_slope: float = 0.2
+  # 'auto': the formulations XLA:CPU differentiates fast on CPU, native convs elsewhere
+  # (djax/nn/conv.py, djax/nn/conv_transpose.py); 'native' forces lax's convolutions.
+  conv_impl: str = "auto"
+  deconv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool = True):
@@ -164,13 +169,14 @@ class SpecNet(nn.Module):
         if x.ndim == 2:
           x = x[:, None, None, :]
         if layer.kind == "conv":
-          x = nn.Conv(layer.features, (layer.kernel,) * 2, (layer.stride,) * 2, padding="SAME",
-                      use_bias=use_bias, kernel_init=kernel_init, name=f"conv{i}")(x)
+          x = Conv(layer.features, (layer.kernel,) * 2, (layer.stride,) * 2, padding="SAME",
+                   use_bias=use_bias, kernel_init=kernel_init, impl=self.conv_impl,
+                   name=f"conv{i}")(x)
         else:
           padding = "VALID" if layer.stride == 1 else "SAME"
           x = ConvTranspose(layer.features, (layer.kernel,) * 2, (layer.stride,) * 2,
                             padding=padding, use_bias=use_bias, kernel_init=kernel_init,
-                            name=f"deconv{i}")(x)
+                            impl=self.deconv_impl, name=f"deconv{i}")(x)
         if hidden:
           x = Norm(self.norm, self.axis_name, name=f"norm{i}")(x, train)
           x = nn.leaky_relu(x, self.negative_slope)

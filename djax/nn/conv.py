@@ -1,0 +1,123 @@
+"""Convolution that XLA:CPU differentiates quickly (the encoder-side twin of conv_transpose).
+
+Why: XLA:CPU computes the *kernel gradient* of ``lax.conv_general_dilated`` very slowly
+(a 1x1 conv at 64x16x16x256->128: forward 97 ms, d/dkernel 2.5 s), and every conv layer of
+every encoder, discriminator and classifier pays it once per train step.
+
+``'im2col'`` computes exactly the same function as ``flax.linen.Conv`` as one GEMM over
+the ``kh*kw`` shifted, strided views of the padded input (concatenated on the channel
+axis in the kernel's (kh, kw, in) order). Its kernel gradient is then a GEMM too, the
+input gradient a sum of padded slices; forward, ``jax.grad``, ``jax.jvp`` and grad-of-jvp
+all use JAX's native rules (no ``custom_vjp``). The price is the ``kh*kw``-times larger
+patch tensor, so on accelerators (cuDNN / TPU convolutions have fast backward passes)
+``'auto'`` keeps the native conv. Figures: ``python -m benchmarks.conv_transpose --conv``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from flax.linen.dtypes import promote_dtype
+from flax.typing import Array, Dtype, Initializer, PrecisionLike
+from jax import lax
+
+__all__ = ["Conv", "conv", "resolve_impl"]
+
+_IMPLS = ("auto", "im2col", "native")
+
+
+def resolve_impl(impl: str) -> str:
+  """'auto' -> 'im2col' on CPU (``jax.default_backend()``), 'native' elsewhere."""
+  if impl not in _IMPLS:
+    raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
+  if impl != "auto":
+    return impl
+  return "im2col" if jax.default_backend() == "cpu" else "native"
+
+
+def _same_pads(n: int, k: int, s: int) -> tuple[int, int]:
+  # lax.padtype_to_pads('SAME'): output ceil(n/s), the odd pixel of padding goes last.
+  out = -(-n // s)
+  total = max((out - 1) * s + k - n, 0)
+  return total // 2, total - total // 2
+
+
+def _pads(padding, spatial: Sequence[int], ks: Sequence[int], ss: Sequence[int]):
+  if padding == "SAME":
+    return [_same_pads(n, k, s) for n, k, s in zip(spatial, ks, ss)]
+  if padding == "VALID":
+    return [(0, 0)] * len(spatial)
+  if isinstance(padding, int):
+    return [(padding, padding)] * len(spatial)
+  pads = [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
+  if len(pads) != len(spatial):
+    raise ValueError(f"padding {padding!r} does not match {len(spatial)} spatial dims")
+  return pads
+
+
+def conv(x, kernel, strides: Sequence[int], padding="SAME", impl: str = "auto",
+         precision: PrecisionLike = None):
+  """``lax.conv_general_dilated`` in NHWC/HWIO layout (no dilation, no groups)."""
+  nsp = x.ndim - 2
+  ks = kernel.shape[:nsp]
+  pads = _pads(padding, x.shape[1:1 + nsp], ks, strides)
+  if resolve_impl(impl) == "native":
+    spatial = "HWD"[:nsp]
+    return lax.conv_general_dilated(
+        x, kernel, tuple(strides), pads, precision=precision,
+        dimension_numbers=("N" + spatial + "C", spatial + "IO", "N" + spatial + "C"))
+  x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads]
+              + [(0, 0, 0)])
+  padded = x.shape[1:1 + nsp]
+  outs = [(n - k) // s + 1 for n, k, s in zip(padded, ks, strides)]
+  if any(o <= 0 for o in outs):
+    raise ValueError(f"conv output would be empty: input {x.shape}, kernel {ks}")
+  views = []
+  for taps in _tap_grid(ks):
+    start = (0,) + tuple(taps) + (0,)
+    limit = (x.shape[0],) + tuple(t + (o - 1) * s + 1 for t, o, s in zip(taps, outs, strides)) \
+        + (x.shape[-1],)
+    views.append(lax.slice(x, start, limit, (1,) + tuple(strides) + (1,)))
+  patches = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
+  w = kernel.reshape(-1, kernel.shape[-1])
+  return lax.dot_general(patches, w, (((patches.ndim - 1,), (0,)), ((), ())),
+                         precision=precision)
+
+
+def _tap_grid(ks):
+  if not ks:
+    return [()]
+  return [(i,) + rest for i in range(ks[0]) for rest in _tap_grid(ks[1:])]
+
+
+class Conv(nn.Module):
+  """Drop-in for ``flax.linen.Conv`` (same fields used by djax, same parameter tree:
+  ``kernel`` (kh, kw, in, out) and ``bias`` (out,)), fast to differentiate on XLA:CPU."""
+  features: int
+  kernel_size: Sequence[int]
+  strides: Sequence[int] | None = None
+  padding: str | int | Sequence = "SAME"
+  use_bias: bool = True
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+  precision: PrecisionLike = None
+  kernel_init: Initializer = nn.initializers.lecun_normal()
+  bias_init: Initializer = nn.initializers.zeros_init()
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, inputs: Array) -> Array:
+    ks = tuple(self.kernel_size)
+    strides = tuple(self.strides) if self.strides is not None else (1,) * len(ks)
+    kernel = self.param("kernel", self.kernel_init, ks + (inputs.shape[-1], self.features),
+                        self.param_dtype)
+    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) \
+        if self.use_bias else None
+    inputs, kernel, bias = promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+    y = conv(inputs, kernel, strides, self.padding, self.impl, self.precision)
+    if bias is not None:
+      y = y + bias
+    return y

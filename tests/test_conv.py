@@ -1,0 +1,89 @@
+"""djax.nn.conv.Conv must compute what flax.linen.Conv computes: outputs, gradients, jvp,
+grad-of-jvp, and the same parameter tree. Each case jits one function evaluating both."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from djax.nn.conv import Conv, conv, resolve_impl
+
+# (kernel, strides, padding, (H, W), C_in, C_out)
+CASES = [
+    (3, 2, "SAME", (7, 6), 3, 4),   # odd input: SAME pads the extra pixel at the end
+    (3, 1, "SAME", (5, 5), 2, 3),
+    (2, 2, "SAME", (4, 5), 2, 3),   # even kernel
+    (8, 2, "SAME", (9, 9), 2, 2),   # kernel larger than the stride and the padding
+    (5, 1, "VALID", (6, 7), 2, 2),
+    (1, 1, "SAME", (3, 3), 4, 2),   # 1x1
+    ((3, 2), (2, 1), "SAME", (5, 4), 2, 3),  # anisotropic
+    (3, 2, ((1, 0), (2, 1)), (5, 5), 2, 2),  # explicit padding
+    (2, 1, "SAME", (1, 1), 3, 2),   # input smaller than the kernel
+]
+
+
+def _id(c):
+  k, s, p, hw, ci, co = c
+  return f"k{k}-s{s}-{p}-{hw[0]}x{hw[1]}-{ci}to{co}"
+
+
+def _setup(case, seed=0):
+  k, s, p, (h, w), ci, co = case
+  rng = np.random.default_rng(seed)
+  normal = lambda shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
+  ks = k if isinstance(k, tuple) else (k, k)
+  st = s if isinstance(s, tuple) else (s, s)
+  ref = nn.Conv(co, ks, st, p)
+  mine = Conv(co, ks, st, p, impl="im2col")
+  params = {"params": {"kernel": normal(ks + (ci, co)) / np.sqrt(ci * np.prod(ks)),
+                       "bias": normal((co,))}}
+  return ref, mine, params, normal((2, h, w, ci)), normal
+
+
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_forward_grad_jvp_match_flax(case):
+  ref, mine, params, x, normal = _setup(case)
+  tp = jax.tree_util.tree_map(lambda a: normal(a.shape), params)
+  tx = normal(x.shape)
+
+  def both(params, x, tp, tx):
+    out = {}
+    for name, m in (("ref", ref), ("mine", mine)):
+      f = lambda p, x: m.apply(p, x)
+      y = f(params, x)
+      loss = lambda p, x: jnp.sum(jnp.sin(f(p, x)))
+      g = jax.grad(loss, argnums=(0, 1))(params, x)
+      _, dy = jax.jvp(f, (params, x), (tp, tx))
+      # grad of a jvp: what the Jacobian-supervision losses differentiate
+      gj = jax.grad(lambda p: jnp.sum(jax.jvp(lambda x: f(p, x), (x,), (tx,))[1] ** 2))(params)
+      out[name] = (y, g, dy, gj)
+    return out
+
+  out = jax.jit(both)(params, x, tp, tx)
+  for a, b in zip(jax.tree_util.tree_leaves(out["ref"]), jax.tree_util.tree_leaves(out["mine"])):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=2e-4)
+
+
+def test_param_tree_and_init_match_flax():
+  x = jnp.ones((1, 6, 6, 3))
+  ref = nn.Conv(5, (3, 3), (2, 2)).init(jax.random.PRNGKey(0), x)
+  mine = Conv(5, (3, 3), (2, 2)).init(jax.random.PRNGKey(0), x)
+  assert jax.tree_util.tree_structure(ref) == jax.tree_util.tree_structure(mine)
+  for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(mine)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  no_bias = Conv(5, (3, 3), use_bias=False).init(jax.random.PRNGKey(0), x)
+  assert set(no_bias["params"]) == {"kernel"}
+
+
+def test_native_path_and_auto():
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(2, 5, 5, 2)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 3, 2, 3)), jnp.float32)
+  f = jax.jit(lambda x, w: (conv(x, w, (2, 2), "SAME", "native"),
+                            conv(x, w, (2, 2), "SAME", "im2col")))
+  a, b = f(x, w)
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+  assert resolve_impl("auto") == ("im2col" if jax.default_backend() == "cpu" else "native")
+  with pytest.raises(ValueError, match="impl must be one of"):
+    resolve_impl("winograd")
