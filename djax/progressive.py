@@ -79,7 +79,7 @@ def _read_done(stage_dir: str):
   return None
 
 
-def _write_json(path: str, obj) -> None:
+def write_json(path: str, obj) -> None:
   from djax.train import _jsonable
   with open(path + ".tmp", "w") as f:
     json.dump(_jsonable(obj), f, indent=2)
@@ -135,8 +135,14 @@ def _train_seconds(stage_dir: str) -> dict[str, float]:
   return {"seconds_per_step": float(1.0 / np.median(rates))} if rates else {}
 
 
-def run(config, workdir: str) -> dict[str, Any]:
-  """Trains all stages in ``workdir`` (resuming), evaluates, writes table.json / table.md."""
+def train_stages(config, workdir: str, make_stage_config, describe, finish) -> dict[str, Any]:
+  """The stage loop of every staged method: trains stage 0..num_stages-1 in
+  WORKDIR/stage_NN through ``djax.train``, skipping stages that left ``stage_done.json``
+  and resuming the current one from its checkpoints (a killed run resumes inside the right
+  stage). ``make_stage_config(config, stage, workdir, steps_per_epoch)`` gives a stage's
+  plain config, ``describe(cfg)`` its progress line, ``finish(cfg, stage_dir, evaluate)``
+  the row fields it adds (``evaluate``: the stage is one of ``stages.eval_stages``).
+  Returns {"rows": [...]}, or {"stopped_by", "stage", "end_step"} when a signal stopped it."""
   from djax import train
   os.makedirs(workdir, exist_ok=True)
   spe = steps_per_epoch(config)
@@ -147,25 +153,37 @@ def run(config, workdir: str) -> dict[str, Any]:
     sdir = os.path.join(workdir, stage_name(stage))
     done = _read_done(sdir)
     if done is None:
-      cfg = stage_config(config, stage, workdir, spe)
-      print(f"progressive: stage {stage}/{n - 1}, code size {cfg.model.code_size}, "
-            f"{cfg.train.steps} steps in {sdir}", flush=True)
+      cfg = make_stage_config(config, stage, workdir, spe)
+      print(f"{config.method}: stage {stage}/{n - 1}, {describe(cfg)}, {cfg.train.steps} steps "
+            f"in {sdir}", flush=True)
       t0 = time.time()
       summary = train.train_and_evaluate(cfg, sdir)
       if summary.get("stopped_by"):
         return {"stopped_by": summary["stopped_by"], "stage": stage,
                 "end_step": summary.get("end_step")}
-      done = {"stage": stage, "code_size": int(cfg.model.code_size),
-              "steps": int(cfg.train.steps), "wall_seconds": time.time() - t0,
+      done = {"stage": stage, "steps": int(cfg.train.steps), "wall_seconds": time.time() - t0,
               "final_metrics": summary.get("metrics", {}), **_train_seconds(sdir)}
-      done.update(evaluate_stage(cfg, sdir, with_metrics=stage in evals))
-      _write_json(os.path.join(sdir, DONE), done)
+      done.update(finish(cfg, sdir, stage in evals))
+      write_json(os.path.join(sdir, DONE), done)
     rows.append(done)
+  return {"rows": rows}
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+  """Trains all stages in ``workdir`` (resuming), evaluates, writes table.json / table.md."""
+  out = train_stages(
+      config, workdir, stage_config,
+      describe=lambda cfg: f"code size {cfg.model.code_size}",
+      finish=lambda cfg, sdir, ev: {"code_size": int(cfg.model.code_size),
+                                    **evaluate_stage(cfg, sdir, with_metrics=ev)})
+  if out.get("stopped_by"):
+    return out
+  rows = out["rows"]
   table = {"rows": [{k: r.get(k) for k in ("stage", "code_size", "swap_success", "test_mse",
                                            "seconds_per_step", "wall_seconds")} for r in rows],
            "estimator": config.loss.estimator,
            "lambdas": {k: config.loss[k] for k in ("lambda_y", "lambda_diff", "lambda_xcov")}}
-  _write_json(os.path.join(workdir, "table.json"), table)
+  write_json(os.path.join(workdir, "table.json"), table)
   with open(os.path.join(workdir, "table.md"), "w") as f:
     f.write(format_table(rows))
   print(format_table(rows), flush=True)
@@ -250,7 +268,7 @@ def run_ablation(config, workdir: str) -> dict[str, Any]:
     first_teacher = first_teacher or t0dir
     results[name] = {"rows": out["rows"], "cost": step_cost(c)}
   table = format_ablation(config, results)
-  _write_json(os.path.join(workdir, "ablation.json"), results)
+  write_json(os.path.join(workdir, "ablation.json"), results)
   with open(os.path.join(workdir, "ablation.md"), "w") as f:
     f.write(table)
   print(table, flush=True)

@@ -44,9 +44,7 @@ all stages with a Table-2 style summary: :func:`main` (``config.stages.runner``)
 from __future__ import annotations
 
 import functools
-import json
 import os
-import time
 from typing import Any, Sequence
 
 import jax
@@ -56,6 +54,7 @@ import numpy as np
 
 from djax.methods import base, jacobian_nets
 from djax.methods import jacobian_supervision as js
+from djax.progressive import write_json, stage_name, train_stages
 
 # tfds celeb_a's 40 attributes in their stored order (the order of list_attr_celeba.txt).
 CELEBA_ATTRIBUTES = (
@@ -355,19 +354,6 @@ class AttributeJacobianSupervision:
 
 # ----------------------------------------------------------------------------- stages
 
-DONE = "stage_done.json"
-
-
-def stage_name(stage: int) -> str:
-  return f"stage_{stage:02d}"
-
-
-def steps_per_epoch(config) -> int:
-  from djax.data import pipeline
-  _, meta = pipeline.load_split(config.data, "train")
-  return max(1, meta.size // config.train.batch_size)
-
-
 def stage_config(config, stage: int, workdir: str, spe: int):
   """One stage's plain config for djax.train: stage 0 the teacher (``config.loss``, cycle
   losses from ``stages.cycle_start_epoch``), stage s ≥ 1 a student (``config.loss`` updated
@@ -419,45 +405,29 @@ def format_table(rows) -> str:
 
 
 def main(config, workdir: str) -> dict[str, Any]:
-  """Trains the teacher and every student in WORKDIR/stage_NN (a finished stage leaves
-  stage_done.json and is skipped on a rerun; an unfinished one resumes from its latest
-  checkpoint), evaluates ``stages.eval_stages`` and writes WORKDIR/table.md / table.json."""
-  from djax import train
-  os.makedirs(workdir, exist_ok=True)
-  spe = steps_per_epoch(config)
-  n = 1 + int(config.stages.num_students)
-  evals = {s % n for s in config.stages.get("eval_stages", (0, -1))}
-  rows = []
-  for stage in range(n):
-    sdir = os.path.join(workdir, stage_name(stage))
-    path = os.path.join(sdir, DONE)
-    if os.path.exists(path):
-      with open(path) as f:
-        rows.append(json.load(f))
-      continue
-    cfg = stage_config(config, stage, workdir, spe)
+  """Trains the teacher and every student in WORKDIR/stage_NN (``djax.progressive``'s stage
+  loop: finished stages skipped, the current one resumed), evaluates
+  ``stages.eval_stages`` and writes WORKDIR/table.md / table.json."""
+  def d_of(cfg):
     method = AttributeJacobianSupervision(cfg, axis_name=None)
-    print(f"jacobian_attributes: stage {stage}/{n - 1}, z {method.z_channels} channels "
-          f"(d = {method.code_size - method.k}), {cfg.train.steps} steps in {sdir}", flush=True)
-    t0 = time.time()
-    summary = train.train_and_evaluate(cfg, sdir)
-    if summary.get("stopped_by"):
-      return {"stopped_by": summary["stopped_by"], "stage": stage,
-              "end_step": summary.get("end_step")}
-    done = {"stage": stage, "d": method.code_size - method.k, "steps": int(cfg.train.steps),
-            "wall_seconds": time.time() - t0, "final_metrics": summary.get("metrics", {})}
-    if stage in evals and config.stages.metrics:
-      done.update(evaluate_stage(cfg, sdir))
-    with open(path + ".tmp", "w") as f:
-      json.dump(train._jsonable(done), f, indent=2)
-    os.replace(path + ".tmp", path)
-    rows.append(done)
+    return method.code_size - method.k
+
+  def finish(cfg, sdir, evaluate):
+    row = {"d": d_of(cfg)}
+    if evaluate and config.stages.metrics:
+      row.update(evaluate_stage(cfg, sdir))
+    return row
+
+  out = train_stages(config, workdir, stage_config,
+                                 describe=lambda cfg: f"d = {d_of(cfg)}", finish=finish)
+  if out.get("stopped_by"):
+    return out
+  rows = out["rows"]
   table = format_table(rows)
   with open(os.path.join(workdir, "table.md"), "w") as f:
     f.write(table)
-  with open(os.path.join(workdir, "table.json"), "w") as f:
-    json.dump(train._jsonable([{k: r.get(k) for k in ("stage", "d", "attribute_flip",
-                                                       "reconstruction_mse", "step")}
-                               for r in rows]), f, indent=2)
+  write_json(os.path.join(workdir, "table.json"),
+                          [{k: r.get(k) for k in ("stage", "d", "attribute_flip",
+                                                  "reconstruction_mse", "step")} for r in rows])
   print(table, flush=True)
   return {"rows": rows, "end_step": rows[-1].get("step")}

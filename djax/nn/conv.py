@@ -15,6 +15,7 @@ patch tensor, so on accelerators (cuDNN / TPU convolutions have fast backward pa
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import jax
@@ -76,7 +77,8 @@ def conv(x, kernel, strides: Sequence[int], padding="SAME", impl: str = "auto",
   if any(o <= 0 for o in outs):
     raise ValueError(f"conv output would be empty: input {x.shape}, kernel {ks}")
   views = []
-  for taps in _tap_grid(ks):
+  # Row-major over the taps: the order of kernel.reshape(-1, out)'s rows.
+  for taps in itertools.product(*map(range, ks)):
     start = (0,) + tuple(taps) + (0,)
     limit = (x.shape[0],) + tuple(t + (o - 1) * s + 1 for t, o, s in zip(taps, outs, strides)) \
         + (x.shape[-1],)
@@ -85,12 +87,6 @@ def conv(x, kernel, strides: Sequence[int], padding="SAME", impl: str = "auto",
   w = kernel.reshape(-1, kernel.shape[-1])
   return lax.dot_general(patches, w, (((patches.ndim - 1,), (0,)), ((), ())),
                          precision=precision)
-
-
-def _tap_grid(ks):
-  if not ks:
-    return [()]
-  return [(i,) + rest for i in range(ks[0]) for rest in _tap_grid(ks[1:])]
 
 
 class Conv(nn.Module):
