@@ -568,7 +568,7 @@ def measure_torch(config, steps: int = 10, warmup: int = 2, batch: dict | None =
                   device: str | None = None, threads: int = 0) -> dict[str, Any]:
   """ms per train step of the PyTorch reference, median/min/max over ``steps`` after the
   first step and ``warmup`` more; ``batch`` (NHWC numpy, leading device axes allowed, as in
-  ``benchmarks.train_step.synthetic_batch``) defaults to a synthetic one of the config's shape.
+  ``benchmarks.common.synthetic_batch``) defaults to a synthetic one of the config's shape.
   ``threads`` > 0 sets ``torch.set_num_threads`` (0: PyTorch's default, one per core)."""
   device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
   if threads:

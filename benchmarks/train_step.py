@@ -26,11 +26,11 @@ import time
 
 import flax
 import jax
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
 from djax import methods, train
+from benchmarks.common import synthetic_batch
 from djax.methods import base
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file[:variant]")
@@ -43,35 +43,6 @@ _TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0,
                                       "torch.set_num_threads for the reference; 0: PyTorch's "
                                       "default (one per core)")
 flags.mark_flags_as_required(["config"])
-
-# pairing -> the extra images the pipeline puts in a batch (djax.data.samplers.PAIRINGS)
-_PAIRED_IMAGES = {
-    None: (), "": (), "random": ("image2",), "random_other": ("image2",),
-    "same_label": ("image2",), "different_label": ("image2",), "same_or_different": ("image2",),
-    "triplet": ("image_same", "image_other"), "reference": ("image_ref",),
-}
-
-
-def synthetic_batch(config, num_devices: int, seed: int = 0) -> dict:
-  """A batch shaped as the pipeline shapes it for ``config``: images
-  [devices, B / devices, H, W, C] uniform in ``data.value_range`` (C = ``data.channels``,
-  default 3), plus the images (and empty label dicts) the config's pairing adds."""
-  b, s = config.train.batch_size, config.data.image_size
-  c = int(config.data.get("channels", 3))
-  lo, hi = config.data.get("value_range", (-1.0, 1.0))
-  rng = np.random.default_rng(seed)
-  images = lambda: rng.uniform(lo, hi, (num_devices, b // num_devices, s, s, c)).astype(np.float32)
-  pairing = config.data.get("pairing")
-  if pairing not in _PAIRED_IMAGES:
-    raise ValueError(f"synthetic_batch: unknown pairing {pairing!r}")
-  batch = {"image": images(), "labels": {}}
-  for key in _PAIRED_IMAGES[pairing]:
-    batch[key] = images()
-    batch["labels" + key[len("image"):]] = {}
-  if pairing == "same_or_different":
-    batch["same"] = np.zeros((num_devices, b // num_devices), bool)
-  return batch
-
 
 def measure(config, steps: int = 10, warmup: int = 2) -> dict:
   devices = train.local_devices(config)

@@ -4,6 +4,7 @@ supervision.
     python -m djax.main --config=experiments/jacobian_mnist.py          # the paper's setting
     python -m djax.main --config=experiments/jacobian_mnist.py:small    # mnist_5k, 2 CPU cores
     python -m djax.main --config=experiments/jacobian_mnist.py:nojac    # Table 1 "without"
+    python -m djax.main --config=experiments/jacobian_mnist.py:small,elastic  # 60k digits, offline
 
 One run trains every stage (``djax/progressive.py``): WORKDIR/stage_00 is the teacher
 (k=2, d=0, reconstruction only), stage_s a student with code size 2 + s trained against
@@ -43,6 +44,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.model.code_size = 2
   c.model.new_units = 1
   c.model.teacher_dir = ""
+  # How a student starts from its teacher (djax.methods.jacobian_supervision.grow_params):
+  # 'authors' = the authors' code (BatchNorm dropped unfolded, random new unit),
+  # 'function_preserving' = exactly the teacher's function at the start.
+  c.model.growth = "function_preserving"
 
   c.loss = ml_collections.ConfigDict()
   c.loss.lambda_y = 0.25
@@ -97,6 +102,15 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       c.stages.epochs_per_stage = 15
       c.train.log_every = 31
       c.train.save_every = 310
+    elif v == "elastic":
+      # After "small": mnist_5k_elastic, mnist_5k's training digits and 14 elastic
+      # distortions of each (60,000, as many as the paper's MNIST), the same test digits,
+      # and as many steps per stage as :small (1 epoch = 468 steps).
+      c.data.name = "mnist_5k_elastic"
+      c.stages.teacher_epochs = 4
+      c.stages.epochs_per_stage = 1
+      c.train.log_every = 117
+      c.train.save_every = 468
     elif v == "nojac":
       # Table 1 "student without Jacobian supervision": the same schedule, λ_y = λ_diff = 0,
       # only the cross-covariance loss (λ_xcov = 1e-3 was the best in Table 4).
@@ -107,6 +121,6 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     elif v == "fulljac":
       c.loss.estimator = "full"
     else:
-      raise ValueError(f"unknown variant {v!r} of jacobian_mnist; use small, nojac, jvp, "
-                       f"finite_difference, fulljac (comma-separated)")
+      raise ValueError(f"unknown variant {v!r} of jacobian_mnist; use small, elastic, nojac, "
+                       f"jvp, finite_difference, fulljac (comma-separated)")
   return c

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from djax.data import mnist_5k, pipeline, show, stable_random, styled_mnist, three_moons
+from djax.data import (mnist_5k, mnist_5k_elastic, pipeline, show, stable_random, styled_mnist,
+                       three_moons)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,45 @@ def test_mnist_5k_builder(data_dir):
   rows = {images[i].tobytes(): labels[i] for i in te}
   for x, y in zip(test.arrays["image"][:50], test.arrays["label"][:50]):
     assert rows[x.tobytes()] == y
+
+
+def test_elastic_copies_keep_the_originals_and_distort_smoothly():
+  images, _ = mnist_5k.split_arrays("train")
+  x = images[:40, ..., 0]
+  out = mnist_5k_elastic.elastic_copies(x, copies=3)
+  assert out.shape == (120, 28, 28) and out.dtype == np.uint8
+  np.testing.assert_array_equal(out[:40], x)  # copy 0: the digits themselves
+  np.testing.assert_array_equal(out, mnist_5k_elastic.elastic_copies(x, copies=3))  # seeded
+  for c in (1, 2):
+    d = out[40 * c:40 * (c + 1)].astype(np.float32)
+    diff = np.abs(d - x).mean(axis=(1, 2))
+    assert (diff > 1).all()  # every copy moved
+    # ... but stays the same digit: ink is roughly kept and lies where the digit was
+    ink, ink0 = d.sum((1, 2)), x.astype(np.float32).sum((1, 2))
+    assert np.median(np.abs(ink / ink0 - 1)) < 0.15 and np.all(np.abs(ink / ink0 - 1) < 0.6)
+    corr = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(d, x)]
+    assert np.median(corr) > 0.5, corr
+  assert not np.array_equal(out[40:80], out[80:])  # each copy its own field
+
+
+def test_mnist_5k_elastic_builder(data_dir, monkeypatch):
+  # Two copies instead of 15 keep the test quick; the builder code path is the same.
+  monkeypatch.setattr(mnist_5k_elastic, "COPIES", 2)
+  cfg = _cfg("mnist_5k_elastic", data_dir + "/elastic", 28)
+  train, meta = pipeline.load_split(cfg, "train")
+  test, _ = pipeline.load_split(cfg, "test")
+  assert (len(train), len(test)) == (8000, 1000)
+  assert meta.factors == {"label": 10} and meta.label_key == "label"
+  images, labels = mnist_5k.split_arrays("train")
+  # tfds stores examples in its own order: compare (image, label) multisets.
+  want = sorted(zip((im.tobytes() for im in mnist_5k_elastic.elastic_copies(
+      images[..., 0], copies=2)), np.tile(labels, 2).tolist()))
+  got = sorted(zip((im[..., 0].tobytes() for im in train.arrays["image"]),
+                   train.arrays["label"].tolist()))
+  assert got == want
+  t_images, t_labels = mnist_5k.split_arrays("test")
+  assert sorted(zip((im.tobytes() for im in test.arrays["image"]), test.arrays["label"].tolist())) \
+      == sorted(zip((im.tobytes() for im in t_images), t_labels.tolist()))
 
 
 def test_mnist_5k_batches(data_dir):

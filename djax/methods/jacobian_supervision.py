@@ -228,27 +228,54 @@ def fold_output_bn(encoder_params, encoder_stats, eps: float = BN_EPS):
   return p
 
 
-def grow_params(teacher_ae, rng: jax.Array, new_units: int = 1):
-  """The student's initial autoencoder: the teacher's (BatchNorm folded), plus ``new_units``
-  code units appended at the end of the code.
+GROWTH = ("function_preserving", "authors")
 
-  * new encoder output columns: a fresh Dense initialisation (LeCun normal kernel, zero
-    bias), as in the authors' code, so the new unit carries information from the start;
-  * new decoder input rows: **zero**, so the student's output equals the teacher's at
-    initialisation (the authors keep PyTorch's random init there); gradients still reach
-    the new row at once (the new unit's values are non-zero).
-  Everything else is copied. Returns jax arrays {'encoder': ..., 'decoder': ...}.
+
+def _torch_linear_init(rng, shape, fan_in, dtype):
+  """PyTorch's default ``nn.Linear`` init, U(±1/sqrt(fan_in)) (kaiming_uniform, a=sqrt(5))."""
+  bound = 1.0 / np.sqrt(fan_in)
+  return jax.random.uniform(rng, shape, dtype, -bound, bound)
+
+
+def grow_params(teacher_ae, rng: jax.Array, new_units: int = 1,
+                growth: str = "function_preserving"):
+  """The student's initial autoencoder: the teacher's plus ``new_units`` code units appended
+  at the end of the code (units keep their positions; the authors prepend, which is the same
+  network up to a permutation). Everything not named below is copied.
+
+  ``growth='function_preserving'`` (pass the teacher with its BatchNorm folded in): new
+  encoder output columns get a fresh Dense init (LeCun normal, zero bias), so the new unit
+  carries information from the start; new decoder input rows are **zero**, so the student's
+  output equals the teacher's at initialisation; gradients reach the rows at once.
+
+  ``growth='authors'`` (pass the teacher's raw parameters): the authors' train_student.py.
+  Their student has no BatchNorm and copies the teacher's weights around it, unfolded, so the
+  first student starts from the teacher's pre-normalisation code; the new encoder column
+  (kernel and bias) and the new decoder rows keep PyTorch's default Linear init,
+  U(±1/sqrt(fan_in)). The student starts perturbed away from its teacher; only the
+  Jacobian supervision (λ_y, λ_diff) pulls it back, which is what Table 1's comparison with
+  the unsupervised student measures.
+  Returns jax arrays {'encoder': ..., 'decoder': ...}.
   """
+  if growth not in GROWTH:
+    raise ValueError(f"unknown model.growth {growth!r}; known: {GROWTH}")
   enc = {k: dict(v) for k, v in teacher_ae["encoder"].items()}
   dec = {k: dict(v) for k, v in teacher_ae["decoder"].items()}
   last = sorted(k for k in enc if k.startswith("Dense_"))[-1]
   w, b = jnp.asarray(enc[last]["kernel"]), jnp.asarray(enc[last]["bias"])
-  new_w = nn.initializers.lecun_normal()(rng, (w.shape[0], new_units), w.dtype)
-  enc[last] = {"kernel": jnp.concatenate([w, new_w], 1),
-               "bias": jnp.concatenate([b, jnp.zeros(new_units, b.dtype)])}
   first = sorted(k for k in dec if k.startswith("Dense_"))[0]
   v = jnp.asarray(dec[first]["kernel"])
-  dec[first] = {"kernel": jnp.concatenate([v, jnp.zeros((new_units, v.shape[1]), v.dtype)], 0),
+  k_w, k_b, k_v = jax.random.split(rng, 3)
+  if growth == "authors":
+    new_w = _torch_linear_init(k_w, (w.shape[0], new_units), w.shape[0], w.dtype)
+    new_b = _torch_linear_init(k_b, (new_units,), w.shape[0], b.dtype)
+    new_v = _torch_linear_init(k_v, (new_units, v.shape[1]), v.shape[0] + new_units, v.dtype)
+  else:
+    new_w = nn.initializers.lecun_normal()(k_w, (w.shape[0], new_units), w.dtype)
+    new_b = jnp.zeros(new_units, b.dtype)
+    new_v = jnp.zeros((new_units, v.shape[1]), v.dtype)
+  enc[last] = {"kernel": jnp.concatenate([w, new_w], 1), "bias": jnp.concatenate([b, new_b])}
+  dec[first] = {"kernel": jnp.concatenate([v, new_v], 0),
                 "bias": jnp.asarray(dec[first]["bias"])}
   return {"encoder": enc, "decoder": dec}
 
@@ -273,11 +300,14 @@ def load_stage_checkpoint(directory: str) -> tuple[dict, dict]:
 
 class MLPArch:
   """Appendix A.1's MLP. BatchNorm at the first teacher's output only; a student starts from
-  its teacher with that BatchNorm folded into the last Dense (:func:`grow_params`)."""
+  its teacher as ``model.growth`` says (:func:`grow_params`)."""
   name = "mlp"
 
   def __init__(self, model_cfg, image_shape):
     self.image_shape = image_shape
+    self.growth = model_cfg.get("growth", "function_preserving") or "function_preserving"
+    if self.growth not in GROWTH:
+      raise ValueError(f"unknown model.growth {self.growth!r}; known: {GROWTH}")
     self.encoder_hidden = tuple(model_cfg.encoder_hidden)
     self.decoder_hidden = tuple(model_cfg.decoder_hidden)
 
@@ -296,9 +326,11 @@ class MLPArch:
     """(params, stats) of a finished stage as a frozen teacher."""
     return {"encoder": fold_output_bn(ae["encoder"], enc_stats), "decoder": ae["decoder"]}, {}
 
-  def grow(self, teacher, teacher_stats, rng, new_units: int):
-    del teacher_stats
-    return grow_params(teacher, rng, new_units), {}
+  def grow(self, ae, enc_stats, rng, new_units: int):
+    """From the previous stage's raw (params, encoder statistics)."""
+    if self.growth == "function_preserving":
+      ae = {"encoder": fold_output_bn(ae["encoder"], enc_stats), "decoder": ae["decoder"]}
+    return grow_params(ae, rng, new_units, self.growth), {}
 
   def decoder_code_size(self, decoder_params) -> int:
     return int(np.shape(decoder_params["Dense_0"]["kernel"])[0])
@@ -329,8 +361,9 @@ class SVHNArch:
   def frozen(self, ae, enc_stats):
     return {"encoder": ae["encoder"], "decoder": ae["decoder"]}, dict(enc_stats or {})
 
-  def grow(self, teacher, teacher_stats, rng, new_units: int):
-    return jacobian_nets.grow_svhn(teacher, teacher_stats, rng, new_units)
+  def grow(self, ae, enc_stats, rng, new_units: int):
+    """From the previous stage's raw (params, encoder statistics)."""
+    return jacobian_nets.grow_svhn(ae, enc_stats, rng, new_units)
 
   def decoder_code_size(self, decoder_params) -> int:
     return int(np.shape(decoder_params["deconv0"]["kernel"])[-2])
@@ -386,6 +419,7 @@ class JacobianSupervision:
     self.tx = {"ae": base.make_optimizer(config.optim.ae)}
     self._teacher = None  # {'encoder', 'decoder'} params of the frozen previous stage
     self._teacher_stats = None  # its encoder's BatchNorm statistics ({} for the MLP)
+    self._previous = None  # (params, encoder stats) of the previous stage as it was saved
 
   # -- the previous stage
   def teacher_params(self):
@@ -394,6 +428,7 @@ class JacobianSupervision:
       state, _ = load_stage_checkpoint(self.teacher_dir)
       ae = state["params"]["ae"]
       stats = (state.get("batch_stats") or {}).get("encoder") or {}
+      self._previous = (ae, stats)
       self._teacher, self._teacher_stats = self.arch.frozen(ae, stats)
       got = self.arch.decoder_code_size(self._teacher["decoder"])
       if got != self.k:
@@ -414,6 +449,7 @@ class JacobianSupervision:
     v_dec = self.t_decoder.init(k_dec, jnp.zeros((x.shape[0], self.k), x.dtype))
     self._teacher = {"encoder": v_enc["params"], "decoder": v_dec["params"]}
     self._teacher_stats = v_enc.get("batch_stats", {})
+    self._previous = (self._teacher, self._teacher_stats)
 
   def init(self, rng: jax.Array, batch: dict[str, Any]) -> base.TrainState:
     x = batch["image"]
@@ -421,7 +457,7 @@ class JacobianSupervision:
     if self.is_student:
       teacher = self.teacher_params()
       t_stats = self.teacher_stats()
-      ae, enc_stats = self.arch.grow(teacher, t_stats, k_grow, self.new_units)
+      ae, enc_stats = self.arch.grow(*self._previous, k_grow, self.new_units)
       params = {"ae": ae, "teacher": jax.tree_util.tree_map(jnp.asarray, teacher)}
       stats = {"encoder": enc_stats}
       if t_stats:

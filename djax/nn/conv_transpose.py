@@ -293,10 +293,13 @@ def _col2im(x, kernel, strides, pads, precision, preferred_element_type):
         out_len = _out_len(n, k, s, *pads[d])
         q = -(-out_len // s)
         res = []
+        # One split (whose transpose is one concatenate) rather than k index
+        # slices (each transposed to a full-size zero pad, summed k-fold).
+        taps = [lax.squeeze(zt, (tap_ax,)) for zt in lax.split(z, (1,) * k, axis=tap_ax)]
         for a, b, ln in _phases(k, s, pads[d][0]):
             acc = None
             for t in range(ln):
-                zt = lax.index_in_dim(z, s * t + b, axis=tap_ax, keepdims=False)
+                zt = taps[s * t + b]
                 zt = _pad_or_crop(zt, sp_ax, a - t, q - 1 - a + t - (n - 1))
                 acc = zt if acc is None else acc + zt
             if acc is None:  # kernel < stride: this phase meets no tap

@@ -1,0 +1,70 @@
+"""What the benchmarks share: synthetic batches shaped as the input pipeline shapes them, and
+per-op times read from a ``jax.profiler`` trace."""
+
+from __future__ import annotations
+
+import collections
+import glob
+import os
+import re
+
+import numpy as np
+
+# pairing -> the extra images the pipeline puts in a batch (djax.data.samplers.PAIRINGS)
+_PAIRED_IMAGES = {
+    None: (), "": (), "random": ("image2",), "random_other": ("image2",),
+    "same_label": ("image2",), "different_label": ("image2",), "same_or_different": ("image2",),
+    "triplet": ("image_same", "image_other"), "reference": ("image_ref",),
+}
+
+
+def synthetic_batch(config, num_devices: int, seed: int = 0) -> dict:
+  """A batch shaped as the pipeline shapes it for ``config``: images
+  [devices, B / devices, H, W, C] uniform in ``data.value_range`` (C = ``data.channels``,
+  default 3), plus the images (and empty label dicts) the config's pairing adds."""
+  b, s = config.train.batch_size, config.data.image_size
+  c = int(config.data.get("channels", 3))
+  lo, hi = config.data.get("value_range", (-1.0, 1.0))
+  rng = np.random.default_rng(seed)
+  images = lambda: rng.uniform(lo, hi, (num_devices, b // num_devices, s, s, c)).astype(np.float32)
+  pairing = config.data.get("pairing")
+  if pairing not in _PAIRED_IMAGES:
+    raise ValueError(f"synthetic_batch: unknown pairing {pairing!r}")
+  batch = {"image": images(), "labels": {}}
+  for key in _PAIRED_IMAGES[pairing]:
+    batch[key] = images()
+    batch["labels" + key[len("image"):]] = {}
+  if pairing == "same_or_different":
+    batch["same"] = np.zeros((num_devices, b // num_devices), bool)
+  return batch
+
+
+# Events that are containers (the whole executable, thread pools, dispatch), not ops.
+_CONTAINER = re.compile(r"^(PjitFunction|PmapFunction|Thunk|ThunkExecutor|XlaModule|"
+                        r"TfrtCpuExecutable|ExecuteHelper|\$)|::")
+
+
+def op_kind(name: str) -> str:
+  """'convolution.12' -> 'convolution', 'fusion.3' -> 'fusion', 'select-and-scatter' ..."""
+  return re.sub(r"(\.\d+)+$", "", name.split(":")[0]).strip()
+
+
+def _events(trace_dir: str):
+  from jax.profiler import ProfileData
+  paths = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
+  if not paths:
+    raise FileNotFoundError(f"no .xplane.pb under {trace_dir}")
+  data = ProfileData.from_file(max(paths, key=os.path.getmtime))
+  for plane in data.planes:
+    for line in plane.lines:
+      for ev in line.events:
+        yield plane.name, line.name, ev.name, ev.duration_ns
+
+
+def op_times(trace_dir: str) -> dict[str, float]:
+  """Total nanoseconds per XLA op name over a trace (containers left out)."""
+  by_op: dict[str, float] = collections.defaultdict(float)
+  for _, _, name, ns in _events(trace_dir):
+    if name and not _CONTAINER.search(name):
+      by_op[name] += ns
+  return dict(by_op)
