@@ -457,7 +457,10 @@ class JacobianSupervision:
     if self.is_student:
       teacher = self.teacher_params()
       t_stats = self.teacher_stats()
-      ae, enc_stats = self.arch.grow(*self._previous, k_grow, self.new_units)
+      # The previous stage as saved (growth='authors' needs its BatchNorm unfolded); a
+      # teacher handed over as params is its own previous stage.
+      previous = self._previous or (teacher, t_stats)
+      ae, enc_stats = self.arch.grow(*previous, k_grow, self.new_units)
       params = {"ae": ae, "teacher": jax.tree_util.tree_map(jnp.asarray, teacher)}
       stats = {"encoder": enc_stats}
       if t_stats:
