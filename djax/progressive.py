@@ -118,7 +118,10 @@ def evaluate_stage(config, stage_dir: str, with_metrics: bool) -> dict[str, Any]
     c.eval.metrics = tuple(config.stages.get("metrics", ("swap_success",)))
     c.eval.swap_dims = config.stages.swap_dims
     source, _ = pipeline.load_split(c.data, c.eval.split)
-    res = evaluation.evaluate_representation(method, params, stats, c, source)
+    codes = evaluation.encode_split(method, params, stats, source, c.data,
+                                    factor_names=list(c.eval.factors))
+    res = evaluation.evaluate_representation(method, params, stats, c, source,
+                                             features=codes[0], factors=codes[1])
     out["eval"] = res
     if "swap_success" in res:
       factor = c.eval.factors[0]
@@ -128,7 +131,8 @@ def evaluate_stage(config, stage_dir: str, with_metrics: bool) -> dict[str, Any]
       # paper's text (the partner's true digit; the teacher's 94.3 % is only possible so).
       c.eval.swap_labels = "true"
       true = evaluation.evaluate_representation(method, params, stats, c, source,
-                                                metrics=["swap_success"])
+                                                metrics=["swap_success"],
+                                                features=codes[0], factors=codes[1])
       out["swap_success_true"] = float(true["swap_success"]["best"][factor])
   return out
 
