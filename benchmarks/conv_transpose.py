@@ -4,6 +4,11 @@ Run from the repo root::
 
     python -m benchmarks.conv_transpose [--repeats 5] [--batch 64] [--out res.json]
         [--impls native,col2im,subpixel,phase] [--extra] [--no-stack] [--layers 0,1]
+    python -m benchmarks.conv_transpose --conv --pool --layers= --no-stack
+
+``--conv`` adds the mixing method's convolutions (djax.nn.conv, native vs im2col) and
+``--pool`` the chunk classifier's 3x3/2 max pools (djax.nn.pool, native vs separable), at
+the paper config's shapes.
 
 Times, per layer and for a 4-layer decoder stack (k4 s2 'SAME'):
 
@@ -32,7 +37,9 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from djax.nn.conv import Conv
 from djax.nn.conv_transpose import ConvTranspose
+from djax.nn.pool import max_pool
 
 # (H_in, C_in, C_out): k4 s2 'SAME' doubles H.  Matches djax's 64x64 decoders.
 LAYERS = [(4, 512, 512), (8, 512, 256), (16, 256, 128), (32, 128, 3)]
@@ -45,6 +52,29 @@ EXTRA = [
     ("k3s1 SAME 16x16x128->16x16x128", 16, 128, 128, 3, 1, "SAME"),
     ("k5s2 SAME 16x16x128->32x32x64", 16, 128, 64, 5, 2, "SAME"),
 ]
+
+# --conv: (name, H_in, C_in, C_out, kernel, stride), SAME, the mixing paper config's layers
+CONVS = [
+    ("cls conv1 k8s2 64x64x9->96", 64, 9, 96, 8, 2),
+    ("cls conv2 k5s1 16x16x96->256", 16, 96, 256, 5, 1),
+    ("cls conv3 k3s1 8x8x256->384", 8, 256, 384, 3, 1),
+    ("cls conv4 k3s1 8x8x384->384", 8, 384, 384, 3, 1),
+    ("enc/dsc conv1 k3s2 64x64x3->64", 64, 3, 64, 3, 2),
+    ("enc/dsc conv2 k3s2 32x32x64->128", 32, 64, 128, 3, 2),
+    ("enc/dsc conv3 k3s2 16x16x128->256", 16, 128, 256, 3, 2),
+    ("dsc conv4 k1s1 8x8x256->512", 8, 256, 512, 1, 1),
+    ("enc conv4 k2s2 8x8x256->512", 8, 256, 512, 2, 2),
+]
+# --pool: (H, C) of the chunk classifier's 3x3 stride-2 SAME max pools
+POOLS = [(32, 96), (16, 256), (8, 256)]
+
+
+class Pool(nn.Module):
+    impl: str
+
+    @nn.compact
+    def __call__(self, x):
+        return max_pool(x, (3, 3), (2, 2), "SAME", impl=self.impl)
 
 
 class Stack(nn.Module):
@@ -100,7 +130,7 @@ def bench_case(name, make_module, x_shape, impls, modes, repeats, key):
     kx, kp, kt1, kt2 = jax.random.split(key, 4)
     x = jax.random.normal(kx, x_shape, jnp.float32)
     # Same parameters for every impl: the layouts are identical.
-    params = make_module("native").init(kp, x)
+    params = make_module(impls[0]).init(kp, x)
     tp = jax.tree_util.tree_map(
         lambda a: jax.random.normal(kt1, a.shape, a.dtype), params
     )
@@ -128,6 +158,8 @@ def main(argv=None):
     ap.add_argument("--no-stack", action="store_true", help="skip the 4-layer stack")
     ap.add_argument("--layers", default="0,1,2,3", help="indices into LAYERS ('' = none)")
     ap.add_argument("--extra", action="store_true", help="also time the EXTRA layers")
+    ap.add_argument("--conv", action="store_true", help="also time CONVS: native vs im2col")
+    ap.add_argument("--pool", action="store_true", help="also time POOLS: native vs separable")
     ap.add_argument("--out", default=None, help="write results as JSON here")
     args = ap.parse_args(argv)
 
@@ -143,40 +175,55 @@ def main(argv=None):
         h, cin, cout = LAYERS[i]
         name = f"L{i} {h}x{h}x{cin}->{2 * h}x{2 * h}x{cout}"
         cases.append((name, lambda impl, cout=cout: ConvTranspose(
-            cout, (4, 4), (2, 2), "SAME", impl=impl), (args.batch, h, h, cin)))
+            cout, (4, 4), (2, 2), "SAME", impl=impl), (args.batch, h, h, cin), impls))
     if args.extra:
         for name, h, cin, cout, k, st, pad in EXTRA:
             cases.append((name, lambda impl, cout=cout, k=k, st=st, pad=pad: ConvTranspose(
-                cout, (k, k), (st, st), pad, impl=impl), (args.batch, h, h, cin)))
+                cout, (k, k), (st, st), pad, impl=impl), (args.batch, h, h, cin), impls))
     if not args.no_stack:
         h, cin, _ = LAYERS[0]
         cases.append(("stack 4x4x512->64x64x3", lambda impl: Stack(impl),
-                      (args.batch, h, h, cin)))
+                      (args.batch, h, h, cin), impls))
+    if args.conv:
+        for name, h, cin, cout, k, st in CONVS:
+            cases.append((name, lambda impl, cout=cout, k=k, st=st: Conv(
+                cout, (k, k), (st, st), "SAME", impl=impl), (args.batch, h, h, cin),
+                ["native", "im2col"]))
+    if args.pool:
+        for h, c in POOLS:
+            cases.append((f"max_pool 3x3/2 {h}x{h}x{c}", Pool, (args.batch, h, h, c),
+                          ["native", "separable"]))
 
     results = []
-    for name, make, shape in cases:
-        rows = bench_case(name, make, shape, impls, modes, args.repeats, key)
+    for name, make, shape, case_impls in cases:
+        rows = bench_case(name, make, shape, case_impls, modes, args.repeats, key)
         for mode in modes:
-            entry = {"case": name, "mode": mode}
-            for impl in impls:
+            entry = {"case": name, "mode": mode, "impls": case_impls}
+            for impl in case_impls:
                 entry[f"{impl}_ms"] = rows[(impl, mode)]["median_s"] * 1e3
                 entry[f"{impl}_times_ms"] = [t * 1e3 for t in rows[(impl, mode)]["times_s"]]
-            if "native" in impls:
-                for impl in impls:
+            if "native" in case_impls:
+                for impl in case_impls:
                     if impl != "native":
                         entry[f"speedup_{impl}"] = entry["native_ms"] / entry[f"{impl}_ms"]
             results.append(entry)
 
     print()
-    hdr = f"{'case':<34}{'mode':<9}" + "".join(f"{i + ' ms':>13}" for i in impls)
-    others = [i for i in impls if i != "native"] if "native" in impls else []
-    hdr += "".join(f"{'x ' + i:>12}" for i in others)
-    print(hdr)
-    print("-" * len(hdr))
-    for e in results:
-        line = f"{e['case']:<34}{e['mode']:<9}" + "".join(f"{e[i + '_ms']:13.1f}" for i in impls)
-        line += "".join(f"{e['speedup_' + i]:11.2f}x" for i in others)
-        print(line)
+    # One table per set of impls compared (decoder layers, --conv, --pool).
+    for group in dict.fromkeys(tuple(e["impls"]) for e in results):
+        others = [i for i in group if i != "native"] if "native" in group else []
+        hdr = f"{'case':<36}{'mode':<9}" + "".join(f"{i + ' ms':>13}" for i in group)
+        hdr += "".join(f"{'x ' + i:>12}" for i in others)
+        print(hdr)
+        print("-" * len(hdr))
+        for e in results:
+            if tuple(e["impls"]) != group:
+                continue
+            line = f"{e['case']:<36}{e['mode']:<9}" + "".join(
+                f"{e[i + '_ms']:13.1f}" for i in group)
+            line += "".join(f"{e['speedup_' + i]:11.2f}x" for i in others)
+            print(line)
+        print()
 
     if args.out:
         meta = {

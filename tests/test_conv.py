@@ -87,3 +87,30 @@ def test_native_path_and_auto():
   assert resolve_impl("auto") == ("im2col" if jax.default_backend() == "cpu" else "native")
   with pytest.raises(ValueError, match="impl must be one of"):
     resolve_impl("winograd")
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU choice of 'auto'")
+def test_auto_keeps_native_for_stride_one_kernels_only():
+  # (strides, input H x W, kernel): the measured split of benchmarks.conv_transpose --conv
+  assert resolve_impl("auto", (1, 1), (16, 16), (5, 5)) == "native"
+  assert resolve_impl("auto", (1, 1), (4, 4), (2, 2)) == "native"
+  assert resolve_impl("auto", (2, 2), (64, 64), (8, 8)) == "im2col"
+  assert resolve_impl("auto", (2, 1), (16, 16), (3, 3)) == "im2col"
+  assert resolve_impl("auto", (1, 1), (8, 8), (1, 1)) == "im2col"  # 1x1: one GEMM
+  assert resolve_impl("auto", (1, 1), (1, 1), (2, 2)) == "im2col"  # input below the kernel
+  for impl in ("im2col", "native"):
+    assert resolve_impl(impl, (1, 1), (16, 16), (5, 5)) == impl
+
+
+def test_auto_conv_matches_both_paths_under_jit():
+  """The stride-1 layer that 'auto' sends to the native op and the strided one it sends
+  to im2col both give flax's outputs and gradients."""
+  rng = np.random.default_rng(2)
+  for k, s in ((3, 1), (3, 2)):
+    ref, mine = nn.Conv(4, (k, k), (s, s)), Conv(4, (k, k), (s, s))
+    x = jnp.asarray(rng.normal(size=(2, 6, 6, 3)), jnp.float32)
+    params = ref.init(jax.random.PRNGKey(0), x)
+    loss = lambda m: jax.grad(lambda p, x: jnp.sum(jnp.sin(m.apply(p, x))), argnums=(0, 1))
+    a, b = jax.jit(loss(ref))(params, x), jax.jit(loss(mine))(params, x)
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+      np.testing.assert_allclose(np.asarray(v), np.asarray(u), rtol=2e-4, atol=2e-4)

@@ -1,8 +1,10 @@
 """Convolution that XLA:CPU differentiates quickly (the encoder-side twin of conv_transpose).
 
-Why: XLA:CPU computes the *kernel gradient* of ``lax.conv_general_dilated`` very slowly
-(a 1x1 conv at 64x16x16x256->128: forward 97 ms, d/dkernel 2.5 s), and every conv layer of
-every encoder, discriminator and classifier pays it once per train step.
+Why: XLA:CPU can compute the *kernel gradient* of ``lax.conv_general_dilated`` very slowly
+(on a 2-core AVX2 EPYC, a 1x1 conv at 64x16x16x256->128: forward 97 ms, d/dkernel 2.5 s;
+50 ms on a Zen 4, whose strided convolutions still differentiate 1.1-4x slower than
+im2col), and every conv layer of every encoder, discriminator and classifier pays it once
+per train step. :func:`resolve_impl` says which layers keep the native op.
 
 ``'im2col'`` computes exactly the same function as ``flax.linen.Conv`` as one GEMM over
 the ``kh*kw`` shifted, strided views of the padded input (concatenated on the channel
@@ -10,7 +12,7 @@ axis in the kernel's (kh, kw, in) order). Its kernel gradient is then a GEMM too
 input gradient a sum of padded slices; forward, ``jax.grad``, ``jax.jvp`` and grad-of-jvp
 all use JAX's native rules (no ``custom_vjp``). The price is the ``kh*kw``-times larger
 patch tensor, so on accelerators (cuDNN / TPU convolutions have fast backward passes)
-``'auto'`` keeps the native conv. Figures: ``python -m benchmarks.conv_transpose --conv``.
+``'auto'`` keeps the native conv, and on CPU it does for stride-1 layers. Figures: ``python -m benchmarks.conv_transpose --conv``.
 """
 
 from __future__ import annotations
@@ -30,13 +32,37 @@ __all__ = ["Conv", "conv", "resolve_impl"]
 _IMPLS = ("auto", "im2col", "native")
 
 
-def resolve_impl(impl: str) -> str:
-  """'auto' -> 'im2col' on CPU (``jax.default_backend()``), 'native' elsewhere."""
+def resolve_impl(impl: str, strides: Sequence[int] | None = None,
+                 in_spatial: Sequence[int] | None = None,
+                 kernel_size: Sequence[int] | None = None) -> str:
+  """Maps 'auto' to a concrete implementation (at trace time).
+
+  Off CPU (``jax.default_backend()``): 'native'. On CPU: 'native' for stride-1 convolutions
+  with a kernel larger than 1x1 and an input at least kernel-sized (the rule
+  ``conv_transpose.resolve_impl`` applies to its stride-1 layers), 'im2col' otherwise, and
+  'im2col' without shape information. Measured on a 2-core Zen 4 (AVX-512), batch 64, fwd+bwd
+  (``python -m benchmarks.conv_transpose --conv``):
+
+  * stride 1, k3/k5 (the chunk classifier's conv2-5): native 118-377 ms, im2col 127-433 ms;
+    XLA:CPU hands these to its YNNPACK convolution, which skips the ``k*k``-times larger
+    patch tensor (forward 2x faster);
+  * stride 2 (encoders, discriminators, the classifier's k8 conv1) and 1x1: im2col is
+    faster, up to 4x where the input has 3 channels (7.5 vs 28 ms);
+  * an older 2-core AVX2 EPYC computed native kernel gradients 10-25x slower than im2col
+    (stride-1 1x1 too); there a whole native classifier was 1.25x slower. Pass
+    ``impl='im2col'`` (``SpecNet(conv_impl='im2col')``) on such a machine.
+  """
   if impl not in _IMPLS:
     raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
   if impl != "auto":
     return impl
-  return "im2col" if jax.default_backend() == "cpu" else "native"
+  if jax.default_backend() != "cpu":
+    return "native"
+  if strides is not None and in_spatial is not None and kernel_size is not None:
+    if (all(s == 1 for s in strides) and any(k > 1 for k in kernel_size)
+        and all(n >= k for n, k in zip(in_spatial, kernel_size))):
+      return "native"
+  return "im2col"
 
 
 def _same_pads(n: int, k: int, s: int) -> tuple[int, int]:
@@ -65,7 +91,7 @@ def conv(x, kernel, strides: Sequence[int], padding="SAME", impl: str = "auto",
   nsp = x.ndim - 2
   ks = kernel.shape[:nsp]
   pads = _pads(padding, x.shape[1:1 + nsp], ks, strides)
-  if resolve_impl(impl) == "native":
+  if resolve_impl(impl, strides, x.shape[1:1 + nsp], ks) == "native":
     spatial = "HWD"[:nsp]
     return lax.conv_general_dilated(
         x, kernel, tuple(strides), pads, precision=precision,
@@ -85,8 +111,10 @@ def conv(x, kernel, strides: Sequence[int], padding="SAME", impl: str = "auto",
     views.append(lax.slice(x, start, limit, (1,) + tuple(strides) + (1,)))
   patches = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
   w = kernel.reshape(-1, kernel.shape[-1])
-  return lax.dot_general(patches, w, (((patches.ndim - 1,), (0,)), ((), ())),
-                         precision=precision)
+  # A 2-D matmul, so that the kernel gradient is one plain GEMM (see conv_transpose._col2im).
+  y = lax.dot_general(patches.reshape(-1, w.shape[0]), w, (((1,), (0,)), ((), ())),
+                      precision=precision)
+  return y.reshape(patches.shape[:-1] + (w.shape[1],))
 
 
 class Conv(nn.Module):

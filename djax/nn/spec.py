@@ -35,6 +35,7 @@ import numpy as np
 
 from djax.nn.conv import Conv
 from djax.nn.conv_transpose import ConvTranspose
+from djax.nn.pool import max_pool
 
 NORMS = ("batch", "instance", "layer", "none")
 
@@ -152,10 +153,11 @@ class SpecNet(nn.Module):
   norm: str = "batch"
   axis_name: str | None = None
   negative_slope: float = 0.2
-  # 'auto': the formulations XLA:CPU differentiates fast on CPU, native convs elsewhere
-  # (djax/nn/conv.py, djax/nn/conv_transpose.py); 'native' forces lax's convolutions.
+  # 'auto': the formulations XLA:CPU differentiates fast on CPU, native ops elsewhere
+  # (djax/nn/conv.py, conv_transpose.py, pool.py); 'native' forces lax's convolutions/pooling.
   conv_impl: str = "auto"
   deconv_impl: str = "auto"
+  pool_impl: str = "auto"  # djax/nn/pool.py
 
   @nn.compact
   def __call__(self, x, train: bool = True):
@@ -188,7 +190,7 @@ class SpecNet(nn.Module):
         if hidden:
           x = nn.leaky_relu(x, self.negative_slope)
       elif layer.kind == "pool":
-        x = nn.max_pool(x, (3, 3), (2, 2), padding="SAME")
+        x = max_pool(x, (3, 3), (2, 2), padding="SAME", impl=self.pool_impl)
       elif layer.kind == "upsample":
         b, h, w, c = x.shape
         x = jax.image.resize(x, (b, 2 * h, 2 * w, c), "nearest")
