@@ -163,49 +163,71 @@ class Mixing:
     return out, {**stats, "encoder": s_enc, "decoder": s_dec}
 
   def _ae_cls_loss(self, trainable, params, stats, x1, x2, mask):
+    """Eq. 4's autoencoder terms without L_G: (λ_M L_M + λ_C L_C + λ_rec L_rec, x3) and aux.
+
+    L_G is added in :meth:`gradients`, through the discriminator pass that Dsc's own loss
+    uses as well: x3 goes through the discriminator once per step, not twice.
+    """
     params = {**params, "ae": trainable["ae"], "cls": trainable["cls"]}
     out, stats = self.forward(params, stats, x1, x2, mask)
-    fake_logits, _ = self._apply(self.discriminator, params["dsc"], stats["dsc"], out["x3"], True)
     mask_logits, s_cls = self._apply(self.classifier, params["cls"], stats["cls"],
                                      jnp.concatenate([x1, x2, out["x3"]], -1), True)
     stats = {**stats, "cls": s_cls}
     losses = {"loss_mix": mixing_loss(out["x4"], x1),
-              "loss_gen": generator_loss(fake_logits, self.loss.gan),
               "loss_cls": classifier_loss(mask_logits, mask),
               "loss_rec": mixing_loss(out["x1_rec"], x1) if "x1_rec" in out else jnp.zeros(())}
-    total = (self.loss.lambda_mix * losses["loss_mix"] + self.loss.lambda_gan * losses["loss_gen"]
-             + self.loss.lambda_cls * losses["loss_cls"] + self.loss.lambda_rec * losses["loss_rec"])
+    partial_total = (self.loss.lambda_mix * losses["loss_mix"]
+                     + self.loss.lambda_cls * losses["loss_cls"]
+                     + self.loss.lambda_rec * losses["loss_rec"])
     mask_acc = jnp.mean((mask_logits > 0) == (mask > 0.5))
-    return total, (losses, stats, out["x3"], mask_acc)
+    return (partial_total, out["x3"]), (losses, stats, mask_acc)
 
-  def _dsc_loss(self, dsc_params, stats, x1, x3):
-    real, s = self._apply(self.discriminator, dsc_params, stats["dsc"], x1, True)
-    fake, s = self._apply(self.discriminator, dsc_params, s, x3, True)
-    return discriminator_loss(real, fake), (s, jnp.mean(jax.nn.sigmoid(real)),
-                                            jnp.mean(jax.nn.sigmoid(fake)))
+  def gradients(self, params, stats, x1, x2, mask):
+    """Every group's gradient of eq. 4 on one batch, before averaging over devices.
+
+    Returns (grads per group, losses and discriminator readings, new BatchNorm statistics).
+    The autoencoder and classifier get ∂/∂θ of λ_M L_M + λ_G L_G^gen + λ_C L_C (+ λ_rec
+    L_rec); the discriminator gets ∂/∂θ_Dsc of its cross-entropy on x1 vs x3 (eq. 2), with x3
+    as data. The discriminator's pass on x3 is shared: its pullback is taken once with L_G's
+    cotangent, keeping the part for x3, and once with Dsc's, keeping the part for θ_Dsc
+    (XLA drops the unused halves).
+    """
+    trainable = {"ae": params["ae"], "cls": params["cls"]}
+    (partial_total, x3), ae_pullback, (losses, stats_g, mask_acc) = jax.vjp(
+        lambda t: self._ae_cls_loss(t, params, stats, x1, x2, mask), trainable, has_aux=True)
+    dsc = lambda p, s, x: self._apply(self.discriminator, p, s, x, True)
+    # Real first, then fake from the statistics real left: the order of the running-average
+    # updates. In train mode a BatchNorm's output does not depend on its running averages.
+    real, real_pullback, s_dsc = jax.vjp(lambda p: dsc(p, stats["dsc"], x1), params["dsc"],
+                                         has_aux=True)
+    fake, fake_pullback, s_dsc = jax.vjp(lambda p, x: dsc(p, s_dsc, x), params["dsc"], x3,
+                                         has_aux=True)
+    loss_gen, g_fake_gen = jax.value_and_grad(
+        lambda f: generator_loss(f, self.loss.gan))(fake)
+    loss_dsc, (g_real, g_fake_dsc) = jax.value_and_grad(discriminator_loss, argnums=(0, 1))(
+        real, fake)
+    _, g_x3 = fake_pullback(self.loss.lambda_gan * g_fake_gen)
+    (g_trainable,) = ae_pullback((jnp.ones_like(partial_total), g_x3))
+    (g_dsc_real,) = real_pullback(g_real)
+    g_dsc_fake, _ = fake_pullback(g_fake_dsc)  # x3 is data for Dsc: no gradient into the AE
+    grads = {**g_trainable, "dsc": jax.tree_util.tree_map(jnp.add, g_dsc_real, g_dsc_fake)}
+    metrics = {**losses, "loss_gen": loss_gen, "loss_dsc": loss_dsc, "mask_accuracy": mask_acc,
+               "d_real": jnp.mean(jax.nn.sigmoid(real)),
+               "d_fake": jnp.mean(jax.nn.sigmoid(fake))}
+    return grads, metrics, {**stats_g, "dsc": s_dsc}
 
   def train_step(self, state: base.TrainState, batch: dict[str, Any], rng: jax.Array):
     """One simultaneous update of the three groups (eq. 4) on pairs (x1, x2) = batch images."""
     x1, x2 = batch["image"], batch["image2"]
     keys = base.example_keys(rng, x1.shape[0], self.axis_name)
     mask = sample_masks(keys, self.n_chunks, self.loss.mask_per_example)
-    params, stats = state.params, state.batch_stats
-
-    trainable = {"ae": params["ae"], "cls": params["cls"]}
-    grads, (losses, stats_g, x3, mask_acc) = jax.grad(self._ae_cls_loss, has_aux=True)(
-        trainable, params, stats, x1, x2, mask)
-    # The discriminator sees x3 as data: no gradient flows back into the autoencoder.
-    (loss_dsc, (s_dsc, d_real, d_fake)), g_dsc = jax.value_and_grad(self._dsc_loss, has_aux=True)(
-        params["dsc"], stats, x1, jax.lax.stop_gradient(x3))
-    grads = base.pmean({**grads, "dsc": g_dsc}, self.axis_name)
-
+    params = state.params
+    grads, metrics, new_stats = self.gradients(params, state.batch_stats, x1, x2, mask)
+    grads = base.pmean(grads, self.axis_name)
     new_params, new_opt = {}, {}
     for g in self.groups:
       new_params[g], new_opt[g] = base.apply_updates(self.tx[g], grads[g], state.opt_state[g],
                                                      params[g])
-    new_stats = {**stats_g, "dsc": s_dsc}
-    metrics = {**losses, "loss_dsc": loss_dsc, "mask_accuracy": mask_acc, "d_real": d_real,
-               "d_fake": d_fake}
     metrics = base.pmean(metrics, self.axis_name)
     return state.replace(step=state.step + 1, params=new_params, batch_stats=new_stats,
                          opt_state=new_opt), metrics
