@@ -22,7 +22,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from djax import methods
+from djax import host_memory, methods
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file[:variant]")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "timed calls per network and framework")
@@ -81,6 +81,7 @@ def _time(fn, block) -> float:
 
 def main(argv):
   del argv
+  print(host_memory.retain())  # as djax.main runs
   config = _CONFIG.value
   if config.method != "mixing":
     raise app.UsageError(f"per_network profiles the mixing method's networks, not "

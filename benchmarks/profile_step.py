@@ -19,7 +19,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from benchmarks.common import op_kind, op_times, synthetic_batch
-from djax import methods, train
+from djax import host_memory, methods, train
 from djax.methods import base
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file[:variant]")
@@ -30,6 +30,7 @@ _TRACE_DIR = flags.DEFINE_string("trace_dir", "", "keep the trace here (default:
 
 def main(argv):
   del argv
+  print(host_memory.retain())  # as djax.main runs
   config = _CONFIG.value
   devices = train.local_devices(config)[:1]
   config.num_devices = 1

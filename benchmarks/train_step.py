@@ -7,6 +7,8 @@
 Prints compile time, steady-state ms/step (median of --steps after warm-up, with min/max),
 images/s, peak resident memory, device kind and count, jax/flax versions; --out writes JSON.
 The step is the trainer's own pmapped step (donated state), so the figure is what a run pays.
+``--host_memory`` (default ``retain``, as ``djax.main`` sets it) applies to both frameworks:
+they run in one process, one after the other.
 
 ``--torch`` (the default when PyTorch is importable, ``--notorch`` to skip) then times the
 PyTorch reference of the same networks and step (``benchmarks/torch_reference.py``, eager,
@@ -29,7 +31,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from djax import methods, train
+from djax import host_memory, methods, train
 from benchmarks.common import synthetic_batch
 from djax.methods import base
 
@@ -39,6 +41,10 @@ _WARMUP = flags.DEFINE_integer("warmup", 2, "untimed steps after compilation")
 _OUT = flags.DEFINE_string("out", "", "write the figures as JSON here")
 _TORCH = flags.DEFINE_bool("torch", importlib.util.find_spec("torch") is not None,
                            "also time the PyTorch reference (benchmarks/torch_reference.py)")
+_HOST_MEMORY = flags.DEFINE_enum(
+    "host_memory", "retain", ["retain", "default"],
+    "glibc allocator settings for the whole process, djax and PyTorch alike: 'retain' is "
+    "what djax.main sets (djax/host_memory.py), 'default' leaves glibc as it starts")
 _TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0,
                                       "torch.set_num_threads for the reference; 0: PyTorch's "
                                       "default (one per core)")
@@ -93,8 +99,9 @@ def measure_torch(config, steps: int = 10, warmup: int = 2, threads: int = 0) ->
 
 def main(argv):
   del argv
+  note = host_memory.retain() if _HOST_MEMORY.value == "retain" else "host memory: default"
   config = _CONFIG.value
-  result = measure(config, _STEPS.value, _WARMUP.value)
+  result = {**measure(config, _STEPS.value, _WARMUP.value), "host_memory": note}
   width = max(map(len, result))
   for k, v in result.items():
     print(f"{k:<{width}}  {v}")

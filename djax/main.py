@@ -26,6 +26,10 @@ _COMPILE_CACHE = flags.DEFINE_string(
     "XLA's persistent compilation cache: a resumed run, the next stage of a progressive run "
     "and every evaluation of the same shapes reuse compiled programs instead of compiling "
     "again ('' turns it off; env DJAX_COMPILE_CACHE sets the default).")
+_RETAIN_HOST_MEMORY = flags.DEFINE_bool(
+    "retain_host_memory", True, "Let glibc keep the memory XLA frees after a step for the "
+    "next one instead of returning it to the OS (djax/host_memory.py: 4-7% faster steps "
+    "on CPU).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -42,6 +46,9 @@ def main(argv):
   # orbax and tfds log every save and load at INFO; --verbosity=0 brings them back.
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  if _RETAIN_HOST_MEMORY.value:  # before anything starts the jax backend
+    from djax import host_memory
+    logging.info(host_memory.retain())
   if _COMPILE_CACHE.value:
     import jax
     jax.config.update("jax_compilation_cache_dir", _COMPILE_CACHE.value)

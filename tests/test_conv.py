@@ -114,3 +114,24 @@ def test_auto_conv_matches_both_paths_under_jit():
     a, b = jax.jit(loss(ref))(params, x), jax.jit(loss(mine))(params, x)
     for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
       np.testing.assert_allclose(np.asarray(v), np.asarray(u), rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("impl", ["im2col", "native"])
+def test_channel_parts_equal_the_concatenation(impl):
+  """Conv((a, b)) is Conv(concat(a, b)) with the same parameters: outputs and gradients."""
+  rng = np.random.default_rng(3)
+  a = jnp.asarray(rng.normal(size=(2, 9, 9, 6)), jnp.float32)
+  b = jnp.asarray(rng.normal(size=(2, 9, 9, 3)), jnp.float32)
+  m = Conv(4, (8, 8), (2, 2), impl=impl)
+  params = m.init(jax.random.PRNGKey(0), jnp.concatenate([a, b], -1))
+  assert params["params"]["kernel"].shape == (8, 8, 9, 4)
+  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
+      m.init(jax.random.PRNGKey(0), (a, b)))
+  loss_cat = lambda p, b: jnp.sum(jnp.sin(m.apply(p, jnp.concatenate([a, b], -1))))
+  loss_parts = lambda p, b: jnp.sum(jnp.sin(m.apply(p, (a, b))))
+  got = jax.jit(jax.value_and_grad(loss_parts, argnums=(0, 1)))(params, b)
+  want = jax.jit(jax.value_and_grad(loss_cat, argnums=(0, 1)))(params, b)
+  for u, v in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+    np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=2e-4, atol=2e-4)
+  with pytest.raises(ValueError, match="share batch and spatial"):
+    m.apply(params, (a, b[:, :8]))

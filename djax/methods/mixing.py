@@ -170,8 +170,10 @@ class Mixing:
     """
     params = {**params, "ae": trainable["ae"], "cls": trainable["cls"]}
     out, stats = self.forward(params, stats, x1, x2, mask)
+    # (x1, x2, x3) on the channel axis, passed in two parts: the data and x3, so that the
+    # classifier's first layer forms an input gradient for x3 alone.
     mask_logits, s_cls = self._apply(self.classifier, params["cls"], stats["cls"],
-                                     jnp.concatenate([x1, x2, out["x3"]], -1), True)
+                                     (jnp.concatenate([x1, x2], -1), out["x3"]), True)
     stats = {**stats, "cls": s_cls}
     losses = {"loss_mix": mixing_loss(out["x4"], x1),
               "loss_cls": classifier_loss(mask_logits, mask),

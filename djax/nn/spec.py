@@ -161,14 +161,18 @@ class SpecNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True):
+    """``x``: NHWC images (or vectors), or a tuple of arrays that together are its channels,
+    which a first conv layer convolves part by part (see ``djax.nn.conv.Conv``)."""
     layers = parse_spec(self.spec)
     last = len(layers) - 1
     kernel_init = flat_init(nn.initializers.lecun_normal())
+    if isinstance(x, (list, tuple)) and not (layers[0].kind == "conv" and x[0].ndim == 4):
+      x = jnp.concatenate(x, axis=-1)
     for i, layer in enumerate(layers):
       hidden = i < last
       if layer.kind in ("conv", "deconv"):
         use_bias = not (hidden and self.norm in _CANCELS_BIAS)
-        if x.ndim == 2:
+        if not isinstance(x, (list, tuple)) and x.ndim == 2:
           x = x[:, None, None, :]
         if layer.kind == "conv":
           x = Conv(layer.features, (layer.kernel,) * 2, (layer.stride,) * 2, padding="SAME",
