@@ -37,6 +37,25 @@ def _backend_started() -> bool:
     return False
 
 
+def _arena_count(libc) -> int:
+  """How many malloc arenas exist (glibc's malloc_info XML has one <heap> per arena)."""
+  import os
+  import tempfile
+  fd, path = tempfile.mkstemp(suffix=".xml")
+  os.close(fd)
+  try:
+    libc.fopen.restype = ctypes.c_void_p
+    stream = libc.fopen(path.encode(), b"w")
+    if not stream:
+      return 1
+    libc.malloc_info(0, ctypes.c_void_p(stream))
+    libc.fclose(ctypes.c_void_p(stream))
+    with open(path) as f:
+      return max(1, f.read().count("<heap nr="))
+  finally:
+    os.unlink(path)
+
+
 def retain() -> str:
   """Applies the settings above; returns what happened, in words (for the log)."""
   if not sys.platform.startswith("linux"):
@@ -52,5 +71,11 @@ def retain() -> str:
             "threads; call djax.host_memory.retain() before the first jax computation)")
   ok = all(mallopt(opt, val) == 1 for opt, val in (
       (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1)))
-  return ("host memory: glibc keeps freed memory for reuse (one arena, no mmap, no trim)"
-          if ok else "host memory: glibc refused a mallopt setting; some may not apply")
+  if not ok:
+    return "host memory: glibc refused a mallopt setting; some may not apply"
+  arenas = _arena_count(libc)
+  if arenas > 1:  # threads that already own an arena keep it, and share it with new ones
+    return (f"host memory: glibc set to keep freed memory, but {arenas} malloc arenas exist "
+            "already: threads started before retain() may still map and unmap their large "
+            "blocks (call it before importing libraries that start threads)")
+  return "host memory: glibc keeps freed memory for reuse (one arena, no mmap, no trim)"
