@@ -12,7 +12,8 @@ axis in the kernel's (kh, kw, in) order). Its kernel gradient is then a GEMM too
 input gradient a sum of padded slices; forward, ``jax.grad``, ``jax.jvp`` and grad-of-jvp
 all use JAX's native rules (no ``custom_vjp``). The price is the ``kh*kw``-times larger
 patch tensor, so on accelerators (cuDNN / TPU convolutions have fast backward passes)
-``'auto'`` keeps the native conv, and on CPU it does for stride-1 layers. Figures: ``python -m benchmarks.conv_transpose --conv``.
+``'auto'`` keeps the native conv, and on CPU it does for stride-1 layers.
+Figures: ``python -m benchmarks.conv_transpose --conv``.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ class Conv(nn.Module):
     The sequence form computes the same convolution of their concatenation, as a sum of
     convolutions with the matching slices of one kernel (same parameters). Autodiff then
     forms no input gradient for the parts that need none: the chunk classifier of Hu et al.
-    reads (x1, x2, x3), and only x3 carries a gradient (-40 ms per mixing step at the paper
+    reads (x1, x2, x3), and only x3 carries a gradient (-55 ms per mixing step at the paper
     config).
     """
     parts = [inputs] if not isinstance(inputs, (list, tuple)) else list(inputs)

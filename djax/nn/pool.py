@@ -28,6 +28,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
 
+from djax.nn.conv import _same_pads
+
 __all__ = ["max_pool", "resolve_impl"]
 
 _IMPLS = ("auto", "separable", "native")
@@ -41,12 +43,6 @@ def resolve_impl(impl: str) -> str:
   if impl != "auto":
     return impl
   return "separable" if jax.default_backend() == "cpu" else "native"
-
-
-def _same_pads(n: int, k: int, s: int) -> tuple[int, int]:
-  out = -(-n // s)
-  total = max((out - 1) * s + k - n, 0)
-  return total // 2, total - total // 2
 
 
 def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int] | None = None,
