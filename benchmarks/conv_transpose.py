@@ -6,7 +6,8 @@ Run from the repo root::
         [--impls native,col2im,subpixel,phase] [--extra] [--no-stack] [--layers 0,1]
     python -m benchmarks.conv_transpose --conv --pool --layers= --no-stack
 
-``--conv`` adds the mixing method's convolutions (djax.nn.conv, native vs im2col) and
+``--conv`` adds the mixing method's convolutions (djax.nn.conv, native vs im2col, and
+Winograd for the stride-1 k3/k5 layers) and
 ``--pool`` the chunk classifier's 3x3/2 max pools (djax.nn.pool, native vs separable), at
 the paper config's shapes.
 
@@ -59,6 +60,7 @@ CONVS = [
     ("cls conv2 k5s1 16x16x96->256", 16, 96, 256, 5, 1),
     ("cls conv3 k3s1 8x8x256->384", 8, 256, 384, 3, 1),
     ("cls conv4 k3s1 8x8x384->384", 8, 384, 384, 3, 1),
+    ("cls conv5 k3s1 8x8x384->256", 8, 384, 256, 3, 1),
     ("enc/dsc conv1 k3s2 64x64x3->64", 64, 3, 64, 3, 2),
     ("enc/dsc conv2 k3s2 32x32x64->128", 32, 64, 128, 3, 2),
     ("enc/dsc conv3 k3s2 16x16x128->256", 16, 128, 256, 3, 2),
@@ -158,7 +160,7 @@ def main(argv=None):
     ap.add_argument("--no-stack", action="store_true", help="skip the 4-layer stack")
     ap.add_argument("--layers", default="0,1,2,3", help="indices into LAYERS ('' = none)")
     ap.add_argument("--extra", action="store_true", help="also time the EXTRA layers")
-    ap.add_argument("--conv", action="store_true", help="also time CONVS: native vs im2col")
+    ap.add_argument("--conv", action="store_true", help="also time CONVS: native, im2col, winograd")
     ap.add_argument("--pool", action="store_true", help="also time POOLS: native vs separable")
     ap.add_argument("--out", default=None, help="write results as JSON here")
     args = ap.parse_args(argv)
@@ -188,7 +190,7 @@ def main(argv=None):
         for name, h, cin, cout, k, st in CONVS:
             cases.append((name, lambda impl, cout=cout, k=k, st=st: Conv(
                 cout, (k, k), (st, st), "SAME", impl=impl), (args.batch, h, h, cin),
-                ["native", "im2col"]))
+                ["native", "im2col"] + (["winograd"] if st == 1 and 3 <= k <= 5 else [])))
     if args.pool:
         for h, c in POOLS:
             cases.append((f"max_pool 3x3/2 {h}x{h}x{c}", Pool, (args.batch, h, h, c),

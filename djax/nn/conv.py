@@ -28,25 +28,61 @@ from flax.linen.dtypes import promote_dtype
 from flax.typing import Array, Dtype, Initializer, PrecisionLike
 from jax import lax
 
+from djax.nn import winograd
+
 __all__ = ["Conv", "conv", "resolve_impl"]
 
-_IMPLS = ("auto", "im2col", "native")
+_IMPLS = ("auto", "im2col", "native", "winograd")
+
+# 'auto' takes Winograd for layers with at least this much work per example (multiplies of
+# the direct convolution) whose transforms pay (_winograd_gain): measured, see resolve_impl.
+WINOGRAD_MIN_MACS = 8e6
+WINOGRAD_MIN_GAIN = 150.0
+WINOGRAD_TILE = 4
+
+
+def _winograd_gain(in_spatial, kernel_size, pads, channels) -> float:
+  """Multiplications F(4×4, k) saves per output pixel, weighted by C·O/(C+O): the GEMM work
+  scales with C·O and the tile transforms with C + O. Tiles that overhang the output count
+  as work (an 8×8 map has no overhang, a 6×6 one 78 %). 0 for layers under
+  ``WINOGRAD_MIN_MACS`` multiplies per example."""
+  (hi, wi), (kh, kw), (cin, cout) = in_spatial, kernel_size, channels
+  out_h, out_w = hi + sum(pads[0]) - kh + 1, wi + sum(pads[1]) - kw + 1
+  if out_h * out_w * cin * cout * kh * kw < WINOGRAD_MIN_MACS:
+    return 0.0  # fixed costs dominate small layers
+  t = WINOGRAD_TILE
+  tiles = -(-out_h // t) * -(-out_w // t)
+  wino = tiles * (t + kh - 1) * (t + kw - 1) / (out_h * out_w)
+  return cin * cout / (cin + cout) * (kh * kw - wino)
 
 
 def resolve_impl(impl: str, strides: Sequence[int] | None = None,
                  in_spatial: Sequence[int] | None = None,
-                 kernel_size: Sequence[int] | None = None) -> str:
+                 kernel_size: Sequence[int] | None = None,
+                 channels: tuple[int, int] | None = None,
+                 pads: Sequence[tuple[int, int]] | None = None) -> str:
   """Maps 'auto' to a concrete implementation (at trace time).
 
-  Off CPU (``jax.default_backend()``): 'native'. On CPU: 'native' for stride-1 convolutions
-  with a kernel larger than 1x1 and an input at least kernel-sized (the rule
-  ``conv_transpose.resolve_impl`` applies to its stride-1 layers), 'im2col' otherwise, and
-  'im2col' without shape information. Measured on a 2-core Zen 4 (AVX-512), batch 64, fwd+bwd
-  (``python -m benchmarks.conv_transpose --conv``):
+  Off CPU (``jax.default_backend()``): 'native'. On CPU, for stride-1 convolutions with a
+  kernel larger than 1x1 and an input at least kernel-sized: 'winograd' for 2-D layers with
+  3x3..5x5 kernels whose channel counts make it pay (:func:`_winograd_gain` at least
+  ``WINOGRAD_MIN_GAIN``; needs ``channels`` and ``pads``), else 'native' (the rule
+  ``conv_transpose.resolve_impl`` applies to its stride-1 layers); 'im2col' for every other
+  layer, and without shape information. Measured on a 2-core Zen 4 (AVX-512), batch 64,
+  forward+backward (``python -m benchmarks.conv_transpose --conv``):
 
-  * stride 1, k3/k5 (the chunk classifier's conv2-5): native 118-377 ms, im2col 127-433 ms;
-    XLA:CPU hands these to its YNNPACK convolution, which skips the ``k*k``-times larger
-    patch tensor (forward 2x faster);
+  * the chunk classifier's stride-1 layers (k5 16x16x96->256, k3 8x8x256->384->384->256):
+    Winograd 137 / 78 / 116 / 76 ms against native 368 / 123 / 204 / 123, im2col
+    366 / 115 / 173 / 126 and PyTorch 242 / 90 / 134 / 89 (gains 1470, 1040, 1300, 1040);
+  * Lezama's SVHN encoder (k3 16x16x64->128, 8x8x128->256; gains 288, 576): 36 / 32 ms
+    against the best other 47 / 40; k3 32x32x64->64 (gain 216): 104 vs 122; k5
+    16x16x32->64 (448): 24 vs 42;
+  * it loses where the work is small (k3 8x8x48->96, 2.7M multiplies per example: 12 vs
+    7 ms; 4x4 maps: 7-9 vs 4-7 ms) or the input has 3 channels (gain 19: 33 vs 7 ms). On a
+    decoder's small maps the transformed kernel dominates, so ConvTranspose does not use it
+    (k4/s2 layers as Winograd sub-pixel or phase convolutions: 212-454 vs 142-300 ms);
+  * stride 1, k3/k5 otherwise: native 118-377 ms, im2col 127-433 ms; XLA:CPU hands these
+    to its YNNPACK convolution, which skips the ``k*k``-times larger patch tensor;
   * stride 2 (encoders, discriminators, the classifier's k8 conv1) and 1x1: im2col is
     faster, up to 4x where the input has 3 channels (7.5 vs 28 ms);
   * an older 2-core AVX2 EPYC computed native kernel gradients 10-25x slower than im2col
@@ -62,6 +98,10 @@ def resolve_impl(impl: str, strides: Sequence[int] | None = None,
   if strides is not None and in_spatial is not None and kernel_size is not None:
     if (all(s == 1 for s in strides) and any(k > 1 for k in kernel_size)
         and all(n >= k for n, k in zip(in_spatial, kernel_size))):
+      if (channels is not None and pads is not None and len(kernel_size) == 2
+          and all(3 <= k <= 5 for k in kernel_size) and all(p >= 0 for pp in pads for p in pp)
+          and _winograd_gain(in_spatial, kernel_size, pads, channels) >= WINOGRAD_MIN_GAIN):
+        return "winograd"
       return "native"
   return "im2col"
 
@@ -92,7 +132,13 @@ def conv(x, kernel, strides: Sequence[int], padding="SAME", impl: str = "auto",
   nsp = x.ndim - 2
   ks = kernel.shape[:nsp]
   pads = _pads(padding, x.shape[1:1 + nsp], ks, strides)
-  if resolve_impl(impl, strides, x.shape[1:1 + nsp], ks) == "native":
+  impl = resolve_impl(impl, strides, x.shape[1:1 + nsp], ks, kernel.shape[-2:], pads)
+  if impl == "winograd":
+    if nsp != 2 or any(s != 1 for s in strides):
+      raise ValueError(f"impl='winograd' needs a 2-D stride-1 convolution, got {nsp}-D with "
+                       f"strides {tuple(strides)}; use 'auto'")
+    return winograd.conv2d(x, kernel, pads, WINOGRAD_TILE, precision)
+  if impl == "native":
     spatial = "HWD"[:nsp]
     return lax.conv_general_dilated(
         x, kernel, tuple(strides), pads, precision=precision,
