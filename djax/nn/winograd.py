@@ -124,9 +124,9 @@ def conv2d(x, kernel, pads: Sequence[tuple[int, int]], tile: int = 4, precision=
   v = lax.dot_general(jnp.asarray(bb, x.dtype), d, (((2, 3), (2, 4)), ((), ())),
                       precision=precision)  # Bᵀ d B: [ξ, ν, N, th, tw, C]
   v = v.reshape(a_h * a_w, n * th * tw, cin)
-  dt = kernel.dtype
-  u = jnp.einsum("xi,yj,ijco->xyco", jnp.asarray(g_h, dt), jnp.asarray(g_w, dt), kernel,
-                 precision=precision).reshape(a_h * a_w, cin, cout)  # G g Gᵀ
+  gg = np.einsum("ab,cd->acbd", g_h, g_w)  # [ξ, ν, kh, kw]
+  u = lax.dot_general(jnp.asarray(gg, kernel.dtype), kernel, (((2, 3), (0, 1)), ((), ())),
+                      precision=precision).reshape(a_h * a_w, cin, cout)  # G g Gᵀ
   # The elementwise product of the two, summed over C: α_h·α_w independent GEMMs.
   mm = lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))), precision=precision)
   mm = mm.reshape(a_h, a_w, n, th, tw, cout)
