@@ -13,6 +13,11 @@ input gradient a sum of padded slices; forward, ``jax.grad``, ``jax.jvp`` and gr
 all use JAX's native rules (no ``custom_vjp``). The price is the ``kh*kw``-times larger
 patch tensor, so on accelerators (cuDNN / TPU convolutions have fast backward passes)
 ``'auto'`` keeps the native conv, and on CPU it does for stride-1 layers.
+
+``'winograd'`` (2-D, stride 1, kernels up to 5x5) evaluates the same convolution by
+F(4x4, k) Winograd tiles (:mod:`djax.nn.winograd`): 4-6.25x fewer multiplications, equal
+to float32 rounding (~1e-5 relative). On CPU ``'auto'`` takes it for the wide stride-1
+layers where it was measured to win (:func:`resolve_impl`).
 Figures: ``python -m benchmarks.conv_transpose --conv``.
 """
 
