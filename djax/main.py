@@ -72,8 +72,10 @@ def main(argv):
       raise
     sys.exit(f"djax: error: {e}\n(--traceback shows where it came from)")
   if summary.get("stopped_by"):
-    print(f"stopped by {summary['stopped_by']} at step {summary['end_step']}; rerun the same "
-          f"command to resume", flush=True)
+    how = ("the same command" if _WORKDIR.value
+           else f"the same command with --workdir={workdir}")  # the default is a new directory
+    print(f"stopped by {summary['stopped_by']} at step {summary['end_step']}; rerun {how} "
+          f"to resume", flush=True)
 
 
 if __name__ == "__main__":

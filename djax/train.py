@@ -190,7 +190,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         rstate, metrics = p_step(rstate, batch)
         pending.append((step + 1, metrics))
         done = step + 1
-        last = done == tc.steps or stop.requested
+        # Read once: a signal that lands later in this step (typically while the log step
+        # waits for the device) is handled at the next one, never by a break without a save.
+        stopping = stop.requested
+        last = done == tc.steps or bool(stopping)
         if done % tc.log_every == 0 or last:
           scalars = flush()
           now = time.time()
@@ -207,8 +210,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           ckpt.save(done, unreplicate(rstate), config.to_dict())
         if tc.eval_every and done % tc.eval_every == 0 and not last:
           write_samples(method, unreplicate(rstate), config, workdir, done, writer)
-        if stop.requested:
-          summary["stopped_by"] = stop.requested
+        if stopping:
+          summary["stopped_by"] = stopping
           break
   finally:
     bar.close()

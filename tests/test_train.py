@@ -131,3 +131,25 @@ def test_sigterm_saves_and_rerun_resumes(tmp_path, monkeypatch):
   c.train.steps = stopped + 1
   again = train.train_and_evaluate(c, w)
   assert again["start_step"] == stopped and again["end_step"] == stopped + 1
+
+
+def test_sigterm_during_a_log_step_still_saves(tmp_path, monkeypatch):
+  """A signal that lands while a log step is being written (after the step decided it was
+  not the last) stops the run one step later, with a checkpoint at the step it stops on."""
+  c = tiny_mixing_config(steps=1000)
+  c.eval.at_end = False
+  c.train.save_every = 1000
+  c.train.log_every = 2
+  w = str(tmp_path)
+  original = train.MetricWriter.write
+
+  def write_then_signal(self, step, scalars):
+    original(self, step, scalars)
+    if step == 2:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(train.MetricWriter, "write", write_then_signal)
+  summary = train.train_and_evaluate(c, w)
+  assert summary["stopped_by"] == "SIGTERM"
+  assert summary["end_step"] == 3
+  assert checkpoint.Checkpointer(os.path.join(w, "checkpoints")).latest_step() == 3
