@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 from absl import app, flags, logging
@@ -28,24 +27,34 @@ def _parse(value: str):
 
 
 def load_run(workdir: str, step: int | None = None, overrides: dict | None = None):
-  """(method, state, config, step) of a run's checkpoint."""
+  """(method, state, config, step) of a run's checkpoint. The state is read as saved (no
+  target structure), so a stage that started from another one needs nothing else."""
   import ml_collections
-  import orbax.checkpoint as ocp
 
   from djax import checkpoint as ckpt_lib
-  from djax import methods, train
-  from djax.data import pipeline
+  from djax import methods
+  from djax.methods import base
 
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
-  step = ckpt.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no checkpoints in {workdir}: pass the --workdir of a run")
+  ckpt = ckpt_lib.Checkpointer(directory)
   try:
-    cfg = ckpt.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-    cfg = cfg["config"]
-  except Exception:  # older layouts: the resolved config the trainer writes
-    with open(os.path.join(workdir, "config.json")) as f:
-      cfg = json.load(f)
+    steps = ckpt.all_steps()
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {directory}")
+    if step not in steps:
+      raise FileNotFoundError(f"no checkpoint of step {step} in {directory}; steps there: "
+                              f"{sorted(steps)}")
+    try:
+      cfg = ckpt.restore_config(step)
+    except Exception:  # older layouts: the resolved config the trainer writes
+      with open(os.path.join(workdir, "config.json")) as f:
+        cfg = json.load(f)
+    raw = ckpt.restore_raw(step)
+  finally:
+    ckpt.close()
   config = ml_collections.ConfigDict(cfg)
   for key, value in (overrides or {}).items():
     node = config
@@ -54,12 +63,9 @@ def load_run(workdir: str, step: int | None = None, overrides: dict | None = Non
       node = node[p]
     node[last] = value
   method = methods.create(config)
-  train_data = pipeline.get_dataset(config.data, "train", batch_size=config.train.batch_size,
-                                    num_devices=1, seed=config.seed,
-                                    pairing=config.data.get("pairing"))
-  like = train.create_state(method, config, train_data)
-  state, _ = ckpt.restore(like, step)
-  ckpt.close()
+  state = base.TrainState(step=raw["step"], params=raw["params"],
+                          batch_stats=raw.get("batch_stats") or {},
+                          opt_state=raw.get("opt_state") or {}, rng=raw.get("rng"))
   return method, state, config, step
 
 
@@ -67,53 +73,14 @@ def evaluate_run(workdir: str, *, step: int | None = None, metrics=None, split: 
                  out: str | None = None, overrides: dict | None = None,
                  verbose: bool = True) -> dict[str, Any]:
   """Evaluates a checkpoint, prints the tables, writes the JSON; returns the report."""
-  from djax import evaluation, train
-  from djax.data import pipeline
-  from djax.metrics import summary
+  from djax import evaluation
 
   overrides = dict(overrides or {})
   if split:
     overrides["eval.split"] = split
   method, state, config, step = load_run(workdir, step, overrides)
-  return evaluate_state(method, state, config, workdir, step=step, metrics=metrics, out=out,
-                        verbose=verbose)
-
-
-def evaluate_state(method, state, config, workdir: str, *, step: int, metrics=None,
-                   out: str | None = None, verbose: bool = True) -> dict[str, Any]:
-  """Scores a state with ``config.eval`` (the trainer's end-of-run evaluation too)."""
-  from djax import evaluation, train
-  from djax.data import pipeline
-  from djax.metrics import summary
-
-  names = list(config.eval.metrics if metrics is None else metrics)
-  source, meta = pipeline.load_split(config.data, config.eval.split)
-  timings: dict[str, float] = {}
-  t0 = time.time()
-  results = evaluation.evaluate_representation(method, state.params, state.batch_stats, config,
-                                               source, metrics=names, timings=timings)
-  report = {
-      "step": int(step), "method": config.method, "dataset": meta.name,
-      "split": config.eval.split, "num_examples": meta.size,
-      "probe_split": config.eval.get("probe_split", None) or "validation",
-      "factors": list(config.eval.factors), "seed": int(config.get("seed", 0)),
-      "metric_versions": evaluation.metric_versions(names),
-      "seconds": {k: round(v, 3) for k, v in timings.items()},
-      "total_seconds": round(time.time() - t0, 3),
-      "headline": summary.headline(results), "results": results,
-  }
-  path = out or os.path.join(workdir, "eval.json")
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    json.dump(train._jsonable(report), f, indent=2)
-  os.replace(path + ".tmp", path)
-  if verbose:
-    print(f"\n{config.method} on {meta.name}:{config.eval.split} ({meta.size} examples), "
-          f"step {step}\n")
-    print(summary.format_results(results))
-    print("\nseconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    print(f"wrote {path}")
-  return report
+  return evaluation.evaluate_and_write(method, state, config, workdir, step=step,
+                                       metrics=metrics, out=out, verbose=verbose)
 
 
 def _define_flags():

@@ -1,10 +1,12 @@
 """The generic evaluator: what a method's config asks to be computed on held-out data.
 
-Array work only (codes, scores, grids); the trainer and ``djax.evaluate`` decide where
-results are written. ``config.eval.metrics`` names metrics of :data:`METRICS`; each is a
-function of an :class:`EvalContext` (the split's codes and factors, the method and its
-variables, lazily: a second split's codes for probes, the dataset classifier, decoded
-images) and returns a JSON-able dict (numpy arrays allowed).
+``config.eval.metrics`` names metrics of :data:`METRICS`; each is a function of an
+:class:`EvalContext` (the split's codes and factors, the method and its variables, lazily: a
+second split's codes for probes, the dataset classifier, decoded images) and returns a
+JSON-able dict (numpy arrays allowed). Each metric declares the method capabilities it
+needs (``djax.methods.base``), its headline numbers and how it prints; a new metric is one
+function and one entry. :func:`evaluate_and_write` is the report the trainer and
+``djax.evaluate`` write (eval.json, atomically).
 
 Optional ``config.eval`` keys (all have defaults):
 
@@ -14,7 +16,7 @@ Optional ``config.eval`` keys (all have defaults):
   they are scored on ``eval.split``.
 * ``continuous_factors`` (``linear_regression_mae``): names; default the dataset's.
 * ``swap_dims`` (``swap_success``): the swapped part y, ``"start:stop"``; default each chunk
-  of a chunked code (``method.n_chunks``) in turn.  ``swap_factors``: factors the classifier
+  of the method's ``code_parts`` (e.g. each chunk) in turn.  ``swap_factors``: factors the classifier
   judges (default ``eval.factors``).  ``swap_labels``: what a swap must reach,
   ``'reconstruction'`` (default; the authors' code: the classifier's label of the partner's
   reconstruction, pairs whose reconstructions get different labels) or ``'true'`` (the
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 from typing import Any, Callable
 
@@ -41,19 +44,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from djax import fileio
 from djax.data import pipeline
-from djax.metrics import disentanglement, generation, probes, retrieval
+from djax.methods import base
+from djax.metrics import disentanglement, generation, probes, retrieval, summary
 
 
 def encode_split(method, params, stats, source, data_cfg, batch_size: int = 256,
-                 factor_names=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-  """Codes of a whole split (eval mode, one device) and its ground-truth factors."""
+                 factor_names=None, meta=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """Codes of a whole split (eval mode, one device) and its ground-truth factors. The
+  inputs are read under the dataset's key (``meta.data_key``; images by default)."""
   encode = jax.jit(method.encode)
+  meta = meta or pipeline.DatasetMeta("", "", 0, (), (0.0, 1.0), {})
   n = len(source)
   feats, factors = [], {}
   for start in range(0, n, batch_size):
     ex = source.take(np.arange(start, min(start + batch_size, n)))
-    x = pipeline.to_model_images(ex["image"], data_cfg.image_size, tuple(data_cfg.value_range))
+    x = pipeline.model_inputs(ex, meta, data_cfg)
     feats.append(np.asarray(encode(params, stats, jnp.asarray(x))))
     for k in factor_names or ():
       factors.setdefault(k, []).append(ex[k])
@@ -96,7 +103,7 @@ class EvalContext:
       src, _ = pipeline.load_split(self.config.data, split)
       names = list(self.config.eval.factors) + self.continuous_names()
       feats, facs = encode_split(self.method, self.params, self.stats, src, self.config.data,
-                                 factor_names=names)
+                                 factor_names=names, meta=self.split_meta())
       self._cache["probe"] = (feats, facs, split)
     return self._cache["probe"]
 
@@ -130,20 +137,16 @@ class EvalContext:
 
   def attribute_units(self) -> dict[str, int]:
     """``eval.attribute_units``, else the method's own ``attribute_units`` (factor -> unit)."""
-    units = self.opt("attribute_units", None) or getattr(self.method, "attribute_units", None)
+    units = self.opt("attribute_units", None)
+    if not units and "attribute_units" in base.capabilities(self.method):
+      units = self.method.attribute_units()
     return {str(k): int(v) for k, v in dict(units).items()} if units else {}
 
   def decode(self, codes: np.ndarray, batch_size: int = 256) -> np.ndarray:
     fn = self._cache.get("decode_fn")
     if fn is None:
-      m = self.method
-      if hasattr(m, "decode"):
-        fn = jax.jit(m.decode)
-      elif hasattr(m, "decode_fn"):
-        fn = jax.jit(lambda p, s, f: m.decode_fn(p, s, f)[0])
-      else:
-        raise ValueError(f"method {type(m).__name__} has no decoder (decode or decode_fn); "
-                         f"generation metrics need one")
+      base.require(self.method, ("decode",), "decoding codes")
+      fn = jax.jit(self.method.decode)
       self._cache["decode_fn"] = fn
     out = []
     for s in range(0, len(codes), batch_size):
@@ -157,15 +160,12 @@ class EvalContext:
     """Name -> column indices of each swappable part of the code."""
     dims = self.opt("swap_dims", None)
     d = self.features.shape[1]
-    cols = np.arange(d)
     if dims:
-      return {f"y[{dims}]": retrieval.select_dims(cols[None], dims)[0]}
-    n_chunks = getattr(self.method, "n_chunks", None)
-    if n_chunks:
-      size = d // n_chunks
-      return {f"chunk {c}": cols[c * size:(c + 1) * size] for c in range(n_chunks)}
+      return {f"y[{dims}]": retrieval.select_dims(np.arange(d)[None], dims)[0]}
+    if "code_parts" in base.capabilities(self.method):
+      return base.code_part_columns(self.method, d)
     raise ValueError("swap_success needs config.eval.swap_dims (the y part of the code) for a "
-                     "method without chunks")
+                     "method that declares no code_parts")
 
   def pairs(self) -> tuple[np.ndarray, np.ndarray]:
     """(a, b) index pairs over the split: a = every example, b = a random other one."""
@@ -185,19 +185,22 @@ class EvalContext:
       return self._cache["generated"]
     n = min(int(self.opt("num_generated", 2000)), len(self.features))
     rng = np.random.default_rng([self.seed, 2])
-    m = self.method
-    if hasattr(m, "sample"):
-      imgs = np.asarray(m.sample(self.params, self.stats, jax.random.PRNGKey(self.seed), n))
+    caps = base.capabilities(self.method)
+    if "sample" in caps:
+      imgs = np.asarray(self.method.sample(self.params, self.stats,
+                                           jax.random.PRNGKey(self.seed), n))
       how = "method.sample"
     else:
       a = rng.choice(len(self.features), n, replace=False)
       b = rng.choice(len(self.features), n, replace=True)
       fa, fb = self.features[a], self.features[b]
-      n_chunks = getattr(m, "n_chunks", None)
-      if n_chunks:
-        size = fa.shape[1] // n_chunks
-        mask = np.repeat(rng.integers(0, 2, (n, n_chunks)).astype(bool), size, axis=1)
-        codes, how = np.where(mask, fa, fb), "decoded random chunk mixes of two test codes"
+      if "code_parts" in caps:
+        parts = list(base.code_part_columns(self.method, fa.shape[1]).values())
+        take = rng.integers(0, 2, (n, len(parts))).astype(bool)
+        mask = np.zeros(fa.shape, bool)
+        for j, cols in enumerate(parts):
+          mask[:, cols] = take[:, j:j + 1]
+        codes, how = np.where(mask, fa, fb), "decoded random part mixes of two test codes"
       elif self.opt("swap_dims", None):
         cols = retrieval.select_dims(np.arange(fa.shape[1])[None], self.opt("swap_dims"))[0]
         codes = fa.copy()
@@ -213,7 +216,12 @@ class EvalContext:
 # ----------------------------------------------------------------------------- metrics
 
 def _chunk_retrieval_map(ctx: EvalContext):
-  return retrieval.chunk_attribute_map(ctx.features, ctx.factors, ctx.method.n_chunks)
+  parts = list(base.code_part_columns(ctx.method, ctx.features.shape[1]).values())
+  size = len(parts[0])
+  if any(not np.array_equal(c, np.arange(i * size, (i + 1) * size)) for i, c in enumerate(parts)):
+    raise ValueError("chunk_retrieval_map needs code_parts that are equal, consecutive chunks; "
+                     "use retrieval_map with eval.code_slice for other parts")
+  return retrieval.chunk_attribute_map(ctx.features, ctx.factors, len(parts))
 
 
 def _retrieval_map(ctx: EvalContext):
@@ -271,10 +279,10 @@ def _recon_predictions(ctx: EvalContext) -> dict[str, np.ndarray]:
   return ctx._cache["recon_pred"]
 
 
-def _swap_success(ctx: EvalContext):
+def _swap_success(ctx: EvalContext, labels: str | None = None):
   clf = ctx.classifier()
   names = list(ctx.opt("swap_factors", None) or ctx.config.eval.factors)
-  labels = ctx.opt("swap_labels", "reconstruction")
+  labels = labels or ctx.opt("swap_labels", "reconstruction")
   if labels == "reconstruction":
     recon = _recon_predictions(ctx)
   elif labels == "true":
@@ -322,16 +330,18 @@ def _attribute_flip(ctx: EvalContext):
 def _reconstruction_mse(ctx: EvalContext, batch_size: int = 256):
   """Mean squared error per pixel of the reconstructions D(E(x)) of ``eval.split``, with the
   data's value range rescaled to [0, 1] (the scale of Lezama Tables 1 and 2)."""
-  lo, hi = ctx.config.data.value_range
+  # Images on the data's value range rescaled to [0, 1]; other inputs (points) as they are.
+  lo, hi = (tuple(ctx.config.data.value_range) if ctx.split_meta().is_image else (0.0, 1.0))
   n = len(ctx.features)
   total, count = 0.0, 0
   for s in range(0, n, batch_size):
     ex = ctx.source.take(np.arange(s, min(s + batch_size, n)))
-    x = pipeline.to_model_images(ex["image"], ctx.config.data.image_size, (lo, hi))
+    x = pipeline.model_inputs(ex, ctx.split_meta(), ctx.config.data)
     x_hat = ctx.decode(ctx.features[s:s + len(x)].astype(np.float32), batch_size)
     total += float(np.sum(np.square(x_hat.astype(np.float64) - x)))
     count += x.size
-  return {"mse": total / count / (hi - lo) ** 2, "num_images": int(n), "scale": "[0, 1]"}
+  return {"mse": total / count / (hi - lo) ** 2, "num_images": int(n),
+          "scale": "[0, 1]" if ctx.split_meta().is_image else "data units"}
 
 
 def _score_factor(ctx: EvalContext) -> str:
@@ -378,37 +388,93 @@ class Metric:
   fn: Callable[[EvalContext], dict]
   version: str
   description: str
+  headline: Callable[[dict], dict]  # result -> {"group/name": number} (paper_numbers.json keys)
+  format: Callable[[dict], str]  # result -> its printed table
+  requires: tuple[str, ...] = ()  # method capabilities (djax.methods.base.OPTIONAL)
 
 
+S = summary
 METRICS: dict[str, Metric] = {
-    "chunk_retrieval_map": Metric(_chunk_retrieval_map, "1",
-                                  "NN retrieval mAP per (chunk, factor), Hu et al. Table 2"),
-    "retrieval_map": Metric(_retrieval_map, "1", "NN retrieval mAP per factor on eval.code_slice"),
-    "linear_probe": Metric(_linear_probe, probes.VERSIONS["linear_probe"],
-                           "logistic-regression accuracy per discrete factor (Hu Table 3)"),
-    "linear_regression_mae": Metric(_linear_regression_mae,
-                                    probes.VERSIONS["linear_regression_mae"],
-                                    "OLS MAE per continuous factor (Ruiz Table 1)"),
-    "mig": Metric(_dis("mig"), disentanglement.VERSIONS["mig"], "Mutual Information Gap"),
-    "sap": Metric(_dis("sap"), disentanglement.VERSIONS["sap"], "SAP score"),
+    "chunk_retrieval_map": Metric(
+        _chunk_retrieval_map, "1", "NN retrieval mAP per (chunk, factor), Hu et al. Table 2",
+        S.per_factor("nn_map", "best_map", "best_average"), S.format_chunk_map,
+        requires=("code_parts",)),
+    "retrieval_map": Metric(
+        _retrieval_map, "1", "NN retrieval mAP per factor on eval.code_slice",
+        S.per_factor(lambda r: f"map[{r['dims']}]", "map", "average"), S.format_retrieval_map),
+    "linear_probe": Metric(
+        _linear_probe, probes.VERSIONS["linear_probe"],
+        "logistic-regression accuracy per discrete factor (Hu Table 3)",
+        S.per_factor("probe", "accuracy", "average"), S.format_linear_probe),
+    "linear_regression_mae": Metric(
+        _linear_regression_mae, probes.VERSIONS["linear_regression_mae"],
+        "OLS MAE per continuous factor (Ruiz Table 1)",
+        S.per_factor("mae", "mae", "average"), S.format_regression_mae),
+    "mig": Metric(_dis("mig"), disentanglement.VERSIONS["mig"], "Mutual Information Gap",
+                  S.score("mig"), S.format_mig),
+    "sap": Metric(_dis("sap"), disentanglement.VERSIONS["sap"], "SAP score", S.score("sap"),
+                  S.format_sap),
     "dci": Metric(_dis("dci"), disentanglement.VERSIONS["dci"],
-                  "DCI disentanglement, completeness, informativeness"),
+                  "DCI disentanglement, completeness, informativeness", S.dci_headline,
+                  S.format_dci),
     "factor_vae": Metric(_dis("factor_vae"), disentanglement.VERSIONS["factor_vae"],
-                         "FactorVAE score"),
-    "beta_vae": Metric(_dis("beta_vae"), disentanglement.VERSIONS["beta_vae"], "BetaVAE score"),
-    "swap_success": Metric(_swap_success, generation.VERSIONS["swap_success"],
-                           "swap success per (part, factor), Lezama Table 1"),
+                         "FactorVAE score", S.score("factor_vae"), S.format_factor_vae),
+    "beta_vae": Metric(_dis("beta_vae"), disentanglement.VERSIONS["beta_vae"], "BetaVAE score",
+                       S.score("beta_vae"), S.format_beta_vae),
+    "swap_success": Metric(
+        _swap_success, generation.VERSIONS["swap_success"],
+        "swap success per (part, factor), Lezama Table 1 (eval.swap_labels)",
+        S.swap_headline("swap"), S.format_swap_success, requires=("decode",)),
+    "swap_success_true": Metric(
+        functools.partial(_swap_success, labels="true"), generation.VERSIONS["swap_success"],
+        "swap success against the true labels (Lezama Table 1 as the text reads)",
+        S.swap_headline("swap_true"), S.format_swap_success, requires=("decode",)),
     "attribute_flip": Metric(_attribute_flip, generation.VERSIONS["attribute_flip"],
-                             "attribute flip success, Lezama Table 2"),
+                             "attribute flip success, Lezama Table 2",
+                             S.attribute_flip_headline, S.format_attribute_flip,
+                             requires=("decode",)),
     "reconstruction_mse": Metric(_reconstruction_mse, "1",
-                                 "per-pixel reconstruction MSE on [0, 1], Lezama Tables 1-2"),
+                                 "per-pixel reconstruction MSE on [0, 1], Lezama Tables 1-2",
+                                 S.value("reconstruction_mse", "mse"),
+                                 S.format_reconstruction_mse, requires=("decode",)),
     "classifier_score": Metric(_classifier_score, generation.VERSIONS["classifier_score"],
-                               "Inception-Score formula with a djax-trained classifier"),
+                               "Inception-Score formula with a djax-trained classifier",
+                               S.score("classifier_score"), S.format_classifier_score,
+                               requires=("decode",)),
     "inception_score": Metric(_inception_score, generation.VERSIONS["inception_score"],
-                              "Inception Score (needs eval.inception_weights)"),
+                              "Inception Score (needs eval.inception_weights)",
+                              S.score("inception_score"), S.format_inception_score,
+                              requires=("decode",)),
     "ms_ssim_diversity": Metric(_ms_ssim_diversity, generation.VERSIONS["ms_ssim_diversity"],
-                                "intra-class diversity 1 - MS-SSIM (Zheng & Sun Table 2)"),
+                                "intra-class diversity 1 - MS-SSIM (Zheng & Sun Table 2)",
+                                S.value("ms_ssim_diversity", "diversity"),
+                                S.format_ms_ssim_diversity, requires=("decode",)),
 }
+
+
+def check_metrics(method, names) -> None:
+  """Before any work: every name is a metric, and the method has what each one needs."""
+  unknown = [n for n in names if n not in METRICS]
+  if unknown:
+    raise ValueError(f"unknown metric(s) {unknown} in config.eval.metrics; "
+                     f"known: {sorted(METRICS)}")
+  for n in names:
+    base.require(method, METRICS[n].requires, f"metric {n!r}")
+
+
+def headline(results) -> dict[str, float]:
+  """Every metric's headline numbers, flattened to ``"group/name" -> float``."""
+  out: dict[str, float] = {}
+  for name, r in results.items():
+    if name in METRICS:
+      out.update(METRICS[name].headline(r))
+  return {k: float(v) for k, v in out.items()}
+
+
+def format_results(results) -> str:
+  """Every metric's table, in the order of ``results``."""
+  return "\n\n".join(METRICS[n].format(r) if n in METRICS else f"{n}: {r}"
+                      for n, r in results.items())
 
 
 def evaluate_representation(method, params, stats, config, source, *, metrics=None,
@@ -420,14 +486,12 @@ def evaluate_representation(method, params, stats, config, source, *, metrics=No
   ``factors`` skip the encoding when the caller already has them.
   """
   names = list(config.eval.metrics if metrics is None else metrics)
-  unknown = [n for n in names if n not in METRICS]
-  if unknown:
-    raise ValueError(f"unknown metric(s) {unknown} in config.eval.metrics; "
-                     f"known: {sorted(METRICS)}")
+  check_metrics(method, names)
   t0 = time.time()
   if features is None:
+    meta = pipeline.load_split(config.data, config.eval.split)[1]
     features, factors = encode_split(method, params, stats, source, config.data,
-                                     factor_names=list(config.eval.factors))
+                                     factor_names=list(config.eval.factors), meta=meta)
   if timings is not None:
     timings["encode"] = time.time() - t0
   ctx = EvalContext(method, params, stats, config, source, features, dict(factors))
@@ -451,3 +515,35 @@ def _jit_eval_images(method):
 
 def eval_images(method, params, stats, images) -> dict[str, np.ndarray]:
   return jax.device_get(_jit_eval_images(method)(params, stats, jnp.asarray(images)))
+
+
+def evaluate_and_write(method, state, config, workdir: str, *, step: int, metrics=None,
+                       out: str | None = None, verbose: bool = True) -> dict[str, Any]:
+  """Scores a state with ``config.eval``, prints the tables and writes eval.json (or ``out``)
+  atomically: the step, dataset, split, probe split, metric versions, seconds per metric,
+  the headline numbers and the full results. Returns the report."""
+  names = list(config.eval.metrics if metrics is None else metrics)
+  source, meta = pipeline.load_split(config.data, config.eval.split)
+  timings: dict[str, float] = {}
+  t0 = time.time()
+  results = evaluate_representation(method, state.params, state.batch_stats, config, source,
+                                    metrics=names, timings=timings)
+  report = {
+      "step": int(step), "method": config.method, "dataset": meta.name,
+      "split": config.eval.split, "num_examples": meta.size,
+      "probe_split": config.eval.get("probe_split", None) or "validation",
+      "factors": list(config.eval.factors), "seed": int(config.get("seed", 0)),
+      "metric_versions": metric_versions(names),
+      "seconds": {k: round(v, 3) for k, v in timings.items()},
+      "total_seconds": round(time.time() - t0, 3),
+      "headline": headline(results), "results": results,
+  }
+  path = out or os.path.join(workdir, "eval.json")
+  fileio.write_json(path, report)
+  if verbose:
+    print(f"\n{config.method} on {meta.name}:{config.eval.split} ({meta.size} examples), "
+          f"step {step}\n")
+    print(format_results(results))
+    print("\nseconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    print(f"wrote {path}")
+  return report

@@ -2,7 +2,7 @@
 
 Reads each ``RUN_DIR/eval.json`` (written by ``djax.evaluate`` or at the end of training;
 a path to a JSON file works too), and writes ``DIR/report.md`` (default ``./report``) with
-one row per headline number (``djax.metrics.summary.headline``) and one column per run,
+one row per headline number (each metric's ``headline`` in ``djax.evaluation.METRICS``) and one column per run,
 plus, where a paper reports the number, a column with the paper's value
 (``djax/metrics/paper_numbers.json``: the row djax's method reimplements, with the table it
 comes from), and ``DIR/report.png``, a bar chart of the numbers that lie in [0, 1]
@@ -29,8 +29,8 @@ def load_eval(path: str) -> dict[str, Any]:
     ev = json.load(f)
   run_dir = os.path.dirname(os.path.abspath(file))
   if "headline" not in ev:
-    from djax.metrics import summary
-    ev["headline"] = summary.headline(ev.get("results", {}))
+    from djax import evaluation
+    ev["headline"] = evaluation.headline(ev.get("results", {}))
   if not ev.get("method"):
     try:
       with open(os.path.join(run_dir, "config.json")) as f:

@@ -1,9 +1,15 @@
 """The one training loop every method runs through.
 
-Data-parallel over the local devices with ``jax.pmap``: the state is replicated once, each
-device gets ``batch_size / devices`` examples, and the method's ``train_step`` averages
-gradients, metrics and BatchNorm statistics over the device axis. The host touches device
-values only every ``log_every`` steps (metrics), when saving, and when evaluating.
+Data-parallel with ``jax.pmap`` over every process's local devices: the state is replicated
+once, each device gets ``batch_size / global devices`` examples, and the method's
+``train_step`` averages gradients, metrics and BatchNorm statistics over the device axis.
+The host touches device values only every ``log_every`` steps (metrics), when saving, and
+when evaluating.
+
+Several processes (``config.distributed``, ``jax.distributed``): each reads its own
+deterministic slice of every global batch, pmap spans all processes' devices, every
+process takes part in checkpoint saves (orbax writes host arrays from the primary process),
+and only process 0 writes logs, samples and eval.json.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -84,28 +89,65 @@ class _StopRequest:
       signal.signal(sig, old)
 
 
+_DISTRIBUTED = {"initialized": False}
+
+
+def initialize_distributed(config) -> None:
+  """``jax.distributed.initialize`` once per process (a staged run trains many stages)."""
+  if not config.get("distributed") or _DISTRIBUTED["initialized"]:
+    return
+  kwargs = {k: config[k] for k in ("coordinator_address", "num_processes", "process_id")
+            if config.get(k) is not None}
+  jax.distributed.initialize(**kwargs)
+  _DISTRIBUTED["initialized"] = True
+
+
+def is_main_process() -> bool:
+  return jax.process_index() == 0
+
+
 def local_devices(config) -> list:
   devices = jax.local_devices()
   n = config.get("num_devices") or len(devices)
   if n > len(devices):
     raise ValueError(f"config.num_devices={n} but only {len(devices)} local devices exist")
+  if jax.process_count() > 1 and n != len(devices):
+    raise ValueError(f"config.num_devices={n}: with several processes every process uses all "
+                     f"its {len(devices)} local devices; unset num_devices")
   return devices[:n]
+
+
+def _device_axis_sharding(devices):
+  # pmap (shard_map underneath) names its output mesh axis after axis_name; a different
+  # name here makes the second call miss the compile cache and compile the step again.
+  mesh = jax.sharding.Mesh(np.array(devices), (base.AXIS,))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(base.AXIS))
 
 
 def replicate(tree, devices):
   """One copy per device along a leading axis, laid out as pmap expects its inputs."""
-  # pmap (shard_map underneath) names its output mesh axis after axis_name; a different
-  # name here makes the second call miss the compile cache and compile the step again.
-  mesh = jax.sharding.Mesh(np.array(devices), (base.AXIS,))
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(base.AXIS))
-  stacked = jax.tree_util.tree_map(
+  local = jax.tree_util.tree_map(
       lambda x: np.broadcast_to(np.asarray(x)[None], (len(devices),) + np.shape(x)),
       jax.device_get(tree))
-  return jax.device_put(stacked, sharding)
+  return to_device_axis(local, devices)
+
+
+def to_device_axis(tree, devices):
+  """Host arrays [local devices, ...] as arrays over the device axis of every process."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, _device_axis_sharding(devices))
+  sharding = _device_axis_sharding(jax.devices())
+  return jax.tree_util.tree_map(
+      lambda x: jax.make_array_from_process_local_data(
+          sharding, np.asarray(x), (jax.device_count(),) + np.shape(x)[1:]), tree)
 
 
 def unreplicate(tree):
-  return jax.tree_util.tree_map(lambda x: x[0], tree)
+  """The first local copy, on the host (a multi-process array is not indexable as a whole)."""
+  def first(x):
+    d = np.asarray(x.addressable_data(0))
+    return d[0] if d.ndim == x.ndim else d  # a shard keeps the device axis, or drops it
+  return jax.tree_util.tree_map(first, tree)
 
 
 def first_nonfinite(history: list[tuple[int, dict[str, float]]]):
@@ -123,38 +165,52 @@ def _make_step(method):
   return step_fn
 
 
-def create_state(method, config, train_data) -> base.TrainState:
-  example = pipeline.unshard(train_data.batch(0))
-  example = jax.tree_util.tree_map(lambda x: x[: train_data.batch_size // train_data.num_devices],
-                                   example)
-  return jax.jit(method.init)(jax.random.PRNGKey(config.seed), example)
+def create_state(method, config, train_data, previous=None) -> base.TrainState:
+  """The method's initial state on one device's share of the first batch. ``previous`` (a
+  finished stage's state) is an argument of the jitted init, not a constant baked into it."""
+  example = jax.tree_util.tree_map(lambda x: x[0], train_data.batch(0))
+  return jax.jit(method.init)(jax.random.PRNGKey(config.seed), example, previous)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def check_config(method, config) -> None:
+  """What can be checked before any work: the metrics the method can support."""
+  evaluation.check_metrics(method, config.eval.get("metrics", ()) or ())
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       previous=None) -> dict[str, Any]:
   """Trains ``config.method`` for ``config.train.steps`` steps in ``workdir``, resuming from
-  the latest checkpoint there; evaluates at the end. Returns the last metrics and eval."""
-  os.makedirs(workdir, exist_ok=True)
-  if config.get("distributed"):
-    jax.distributed.initialize()
+  the latest checkpoint there; evaluates at the end. ``previous``: the previous stage's
+  final state, for a method whose ``init`` starts from it. Returns the last metrics and eval."""
+  initialize_distributed(config)
+  main = is_main_process()
   devices = local_devices(config)
   method = methods.create(config)
+  check_config(method, config)
+  os.makedirs(workdir, exist_ok=True)
   tc = config.train
   train_data = pipeline.get_dataset(config.data, "train", batch_size=tc.batch_size,
                                     num_devices=len(devices), seed=config.seed,
-                                    pairing=config.data.get("pairing"))
-  state = create_state(method, config, train_data)
+                                    pairing=config.data.get("pairing"),
+                                    process_index=jax.process_index(),
+                                    process_count=jax.process_count())
+  state = create_state(method, config, train_data, previous)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), tc.keep_checkpoints)
   if ckpt.latest_step() is not None:
     state, _ = ckpt.restore(state)
-    print(f"resumed from step {int(state.step)} in {workdir}", flush=True)
+    if main:
+      print(f"resumed from step {int(state.step)} in {workdir}", flush=True)
   start = int(state.step)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  if main:
+    from djax import fileio
+    fileio.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
 
-  p_step = jax.pmap(_make_step(method), axis_name=base.AXIS, devices=devices,
-                    donate_argnums=(0,))
+  # pmap spans every process's devices; ``devices`` is given only to use fewer than all
+  # local devices of a single process (it must list every device when there are several).
+  p_step = jax.pmap(_make_step(method), axis_name=base.AXIS,
+                    devices=devices if jax.process_count() == 1 else None, donate_argnums=(0,))
   rstate = replicate(state, devices)
-  writer = MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
+  writer = MetricWriter(workdir, tensorboard=config.get("tensorboard", True)) if main else None
   history: list[tuple[int, dict[str, float]]] = []
   pending: list[tuple[int, Any]] = []
   summary: dict[str, Any] = {"start_step": start}
@@ -163,9 +219,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """Fetches pending metrics (the only regular host sync), logs their mean, checks them."""
     if not pending:
       return {}
-    fetched = jax.device_get([m for _, m in pending])
-    rows = [(s, {k: float(np.asarray(v)[0]) for k, v in m.items()}) for (s, _), m in
-            zip(pending, fetched)]
+    fetched = [unreplicate(m) for _, m in pending]
+    rows = [(s, {k: float(v) for k, v in m.items()}) for (s, _), m in zip(pending, fetched)]
     pending.clear()
     bad = first_nonfinite(rows)
     if bad and tc.get("halt_on_nonfinite", True):
@@ -180,13 +235,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   from tqdm.auto import tqdm
   bar = tqdm(total=tc.steps, initial=start, desc=config.method, unit="step", dynamic_ncols=True,
-             disable=not config.get("progress_bar", True))
+             disable=not (config.get("progress_bar", True) and main))
   t_last, step_last = time.time(), start
   try:
     with _StopRequest() as stop:
       it = train_data.iterate(start)
       for step in range(start, tc.steps):
         batch = next(it)
+        if jax.process_count() > 1:
+          batch = to_device_axis(batch, devices)
         rstate, metrics = p_step(rstate, batch)
         pending.append((step + 1, metrics))
         done = step + 1
@@ -200,7 +257,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           scalars["steps_per_second"] = (done - step_last) / max(now - t_last, 1e-9)
           scalars["epoch"] = train_data.epoch_of(step)
           t_last, step_last = now, done
-          writer.write(done, scalars)
+          if writer:
+            writer.write(done, scalars)
           bar.set_postfix({k: f"{v:.3g}" for k, v in scalars.items()
                            if k.startswith("loss") or k == "steps_per_second"}, refresh=False)
           summary["metrics"] = scalars
@@ -208,7 +266,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if done % tc.save_every == 0 or last:
           flush()
           ckpt.save(done, unreplicate(rstate), config.to_dict())
-        if tc.eval_every and done % tc.eval_every == 0 and not last:
+        if tc.eval_every and done % tc.eval_every == 0 and not last and main:
           write_samples(method, unreplicate(rstate), config, workdir, done, writer)
         if stopping:
           summary["stopped_by"] = stopping
@@ -217,23 +275,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     bar.close()
   state = unreplicate(rstate)
   summary["end_step"] = int(state.step)
-  if "stopped_by" not in summary and int(state.step) >= tc.steps:
+  if "stopped_by" not in summary and int(state.step) >= tc.steps and main:
     write_samples(method, state, config, workdir, int(state.step), writer)
     if config.eval.get("at_end", True) and config.eval.metrics:
-      summary["eval"] = run_final_eval(method, state, config, workdir)
-  writer.close()
+      summary["eval"] = evaluation.evaluate_and_write(method, state, config, workdir,
+                                                      step=int(state.step))
+  if writer:
+    writer.close()
   ckpt.close()
   return summary
 
 
 def write_samples(method, state, config, workdir: str, step: int, writer=None) -> list[str]:
-  """Sample grids from a fixed set of validation images (the same at every eval)."""
-  source, _ = pipeline.load_split(config.data, config.eval.sample_split)
+  """Sample grids from a fixed set of validation inputs (the same at every eval), for a
+  method that declares ``eval_images``."""
+  if "eval_images" not in base.capabilities(method):
+    return []
+  source, meta = pipeline.load_split(config.data, config.eval.sample_split)
+  if not meta.is_image:  # grids are of images; a toy's pictures are the method's own
+    return []
   n = 2 * config.eval.num_grid_images
   idx = np.random.default_rng(config.seed).choice(len(source), size=min(n, len(source)),
                                                   replace=False)
-  images = pipeline.to_model_images(source.take(np.sort(idx))["image"], config.data.image_size,
-                                    tuple(config.data.value_range))
+  images = pipeline.model_inputs(source.take(np.sort(idx)), meta, config.data)
   grids = evaluation.eval_images(method, state.params, state.batch_stats, images)
   paths, tiles = [], []
   for name, grid in grids.items():
@@ -250,20 +314,3 @@ def write_samples(method, state, config, workdir: str, step: int, writer=None) -
     if writer:
       writer.image("samples/overview", overview, step)
   return paths
-
-
-def run_final_eval(method, state, config, workdir: str) -> dict[str, Any]:
-  from djax import evaluate  # the evaluate command's report, written the same way
-  return evaluate.evaluate_state(method, state, config, workdir, step=int(state.step))
-
-
-def _jsonable(x):
-  if isinstance(x, dict):
-    return {str(k): _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  if isinstance(x, (np.ndarray, jnp.ndarray)):
-    return np.asarray(x).tolist()
-  if isinstance(x, (np.floating, np.integer)):
-    return x.item()
-  return x

@@ -25,28 +25,26 @@ padding 1, LeakyReLU 0.2; k = 40 attributes; z = 512 × 2 × 2 (d = 2048), stude
 λ2 = λ4 = λ5 = 0, d doubled at epochs 200 and 400; Adam 2e-3, β = (0.5, 0.999), batch 128.
 """
 
+import os
+import sys
+
 import ml_collections
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import defaults  # noqa: E402  (experiments/defaults.py: what every experiment shares)
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+  c = defaults.get_config()
   c.method = "jacobian_attributes"
-  c.seed = 0
-  c.num_devices = 0  # all local devices
-  c.distributed = False
   c.tensorboard = False
-  c.progress_bar = True
 
-  c.data = ml_collections.ConfigDict()
   c.data.name = "celeb_a"
-  c.data.data_dir = ""
-  c.data.manual_dir = ""
   c.data.image_size = 256  # rows 20..198 (178×178) resized, as Lample et al.
   c.data.channels = 3
   c.data.value_range = (-1.0, 1.0)  # tanh decoder (Fader Networks' normalisation)
   # x_2 of the cycle losses and x_j of eq. 9: "randomly sampled", a different image.
   c.data.pairing = "random_other"
-  c.data.in_memory_max_gb = 4.0
 
   c.model = ml_collections.ConfigDict()
   c.model.attributes = ()  # () = all 40 of celeb_a in tfds order: k = 40, y_i = attribute i
@@ -59,7 +57,6 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # function (the jvp estimator differentiates it per sample). 'layer' is a per-sample option.
   c.model.decoder_norm = "none"
   c.model.stage = 0  # set per stage by the runner
-  c.model.teacher_dir = ""
 
   c.loss = ml_collections.ConfigDict()
   # Eq. 14 (the teacher): λ1 L_rec + λ2 L_pred + λ3 L_xcov + λ4 L_cyc1 + λ5 L_cyc2.
@@ -84,7 +81,6 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
                                                 weight_decay=0.0, decay_every=0, clip_norm=10.0))
 
   c.stages = ml_collections.ConfigDict()
-  c.stages.runner = "djax.methods.jacobian_attributes"
   c.stages.num_students = 2  # d = 2048 → 4096 → 8192
   c.stages.teacher_epochs = 200
   c.stages.cycle_start_epoch = 100
@@ -97,25 +93,19 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.stages.eval_stages = (0, -1)  # Table 2: the teacher and the last student
   c.stages.metrics = ("attribute_flip", "reconstruction_mse")
 
-  c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128
   c.train.steps = 0  # set per stage from the epochs above
   c.train.log_every = 100
   c.train.save_every = 2000
-  c.train.eval_every = 0
   c.train.keep_checkpoints = 2
-  c.train.halt_on_nonfinite = True
 
-  c.eval = ml_collections.ConfigDict()
   c.eval.metrics = ("attribute_flip", "reconstruction_mse")  # for djax.evaluate
   c.eval.factors = ()  # attribute_flip takes the 40 attributes from the method
   c.eval.flip_alpha = 40.0
-  c.eval.split = "test"
   c.eval.sample_split = "test"
   c.eval.num_grid_images = 8
   c.eval.grid_attributes = ("Eyeglasses", "Smiling", "Male", "Young", "Blond_Hair",
                             "Mustache", "Pale_Skin", "Bangs")
-  c.eval.at_end = True
   c.eval.classifier_dir = ""
   c.eval.classifier_steps = 1500
   c.eval.classifier_batch_size = 128

@@ -6,44 +6,42 @@ supervision.
     python -m djax.main --config=experiments/jacobian_mnist.py:nojac    # Table 1 "without"
     python -m djax.main --config=experiments/jacobian_mnist.py:small,elastic  # 60k digits, offline
 
-One run trains every stage (``djax/progressive.py``): WORKDIR/stage_00 is the teacher
+One run trains every stage (``djax/stages.py``): WORKDIR/stage_00 is the teacher
 (k=2, d=0, reconstruction only), stage_s a student with code size 2 + s trained against
 stage_{s-1}; a rerun skips finished stages and resumes the current one. WORKDIR/table.json
 and table.md hold Table 1 (swap success of units 0:2, test MSE) per evaluated stage.
 """
 
+import os
+import sys
+
 import ml_collections
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import defaults  # noqa: E402  (experiments/defaults.py: what every experiment shares)
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+  c = defaults.get_config()
   c.method = "jacobian_supervision"
-  c.seed = 0
   c.num_devices = 1  # a 784-256-128-64 MLP: one device is plenty
-  c.distributed = False
   c.tensorboard = False
-  c.progress_bar = True
 
-  c.data = ml_collections.ConfigDict()
   c.data.name = "mnist"
-  c.data.data_dir = ""
-  c.data.manual_dir = ""
   c.data.image_size = 28
   c.data.channels = 1
   # The authors feed ToTensor() images in [0, 1] to a decoder ending in tanh; MSEs in
   # Table 1 are on that scale.
   c.data.value_range = (0.0, 1.0)
   c.data.pairing = "random_other"  # x_j of eq. 9: a random other training image
-  c.data.in_memory_max_gb = 4.0
 
   c.model = ml_collections.ConfigDict()
   c.model.encoder_hidden = (256, 128, 64)
   c.model.decoder_hidden = (64, 128, 256)
-  # Filled per stage by djax.progressive (stage 0 = teacher, code 2, encoder BatchNorm).
+  # Set per stage by JacobianSupervision.stages (stage 0 = teacher, code 2, encoder BatchNorm).
   c.model.stage = 0
   c.model.code_size = 2
   c.model.new_units = 1
-  c.model.teacher_dir = ""
   # How a student starts from its teacher (djax.methods.jacobian_supervision.grow_params):
   # 'authors' = the authors' code (BatchNorm dropped unfolded, random new unit),
   # 'function_preserving' = exactly the teacher's function at the start.
@@ -70,23 +68,17 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.stages.eval_stages = (0, -1)  # Table 1 rows: the teacher and the last student
   c.stages.swap_dims = "0:2"  # the first teacher's two units
 
-  c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128
   c.train.steps = 0  # set per stage from the epochs above
   c.train.log_every = 100
   c.train.save_every = 2000
-  c.train.eval_every = 0
   c.train.keep_checkpoints = 2
-  c.train.halt_on_nonfinite = True
 
-  c.eval = ml_collections.ConfigDict()
-  c.eval.metrics = ("swap_success",)  # computed by djax.progressive on eval_stages
+  c.eval.metrics = ("swap_success",)  # per stage: JacobianSupervision.stages
   c.eval.factors = ("label",)
   c.eval.swap_dims = "0:2"
-  c.eval.split = "test"
   c.eval.sample_split = "test"
   c.eval.num_grid_images = 8
-  c.eval.at_end = True
   c.eval.classifier_dir = ""
   c.eval.classifier_steps = 1500
 

@@ -18,38 +18,36 @@ reconstruction MSE only: teacher (k=2, d=0) 1.94e-2, final student (d=16) 4.06e-
 WORKDIR/table.md gives djax's per stage (test split, [0, 1] scale).
 """
 
+import os
+import sys
+
 import ml_collections
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import defaults  # noqa: E402  (experiments/defaults.py: what every experiment shares)
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+  c = defaults.get_config()
   c.method = "jacobian_supervision"
-  c.seed = 0
   c.num_devices = 1
-  c.distributed = False
   c.tensorboard = False
-  c.progress_bar = True
 
-  c.data = ml_collections.ConfigDict()
   c.data.name = "svhn_cropped"
-  c.data.data_dir = ""
-  c.data.manual_dir = ""
   c.data.image_size = 32
   c.data.channels = 3
   # As for MNIST: images in [0, 1] into a decoder ending in tanh; MSEs on that scale.
   c.data.value_range = (0.0, 1.0)
   c.data.pairing = "random_other"  # x_j of eq. 9
-  c.data.in_memory_max_gb = 4.0
 
   c.model = ml_collections.ConfigDict()
   c.model.arch = "svhn_conv"
   c.model.encoder_channels = (64, 128, 256)  # C(64) → C(128) → C(256) → C(k+d)
   c.model.decoder_channels = (256, 128, 64)  # D(256) → D(128) → D(64) → D(3)
-  # Filled per stage by djax.progressive (stage 0 = teacher, code 2).
+  # Set per stage by JacobianSupervision.stages (stage 0 = teacher, code 2).
   c.model.stage = 0
   c.model.code_size = 2
   c.model.new_units = 1
-  c.model.teacher_dir = ""
 
   c.loss = ml_collections.ConfigDict()
   c.loss.lambda_y = 0.025
@@ -73,23 +71,17 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.stages.swap_dims = "0:2"
   c.stages.metrics = ()
 
-  c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128
   c.train.steps = 0  # set per stage from the epochs above
   c.train.log_every = 100
   c.train.save_every = 2000
-  c.train.eval_every = 0
   c.train.keep_checkpoints = 2
-  c.train.halt_on_nonfinite = True
 
-  c.eval = ml_collections.ConfigDict()
   c.eval.metrics = ()
   c.eval.factors = ("label",)
   c.eval.swap_dims = "0:2"
-  c.eval.split = "test"
   c.eval.sample_split = "test"
   c.eval.num_grid_images = 8
-  c.eval.at_end = True
   c.eval.classifier_dir = ""
   c.eval.classifier_steps = 1500
 

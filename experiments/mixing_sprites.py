@@ -7,26 +7,23 @@ Paper: 8 chunks of 64 (§3.2), λ_M = λ_G = λ_C = 1 for Sprites, networks of T
 Where the paper is silent the authors' code decides (noted below).
 """
 
+import os
+import sys
+
 import ml_collections
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import defaults  # noqa: E402  (experiments/defaults.py: what every experiment shares)
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+  c = defaults.get_config()
   c.method = "mixing"
-  c.seed = 0
-  c.num_devices = 0  # 0: all local devices
-  c.distributed = False  # multi-host: call jax.distributed.initialize()
-  c.tensorboard = True
-  c.progress_bar = True
 
-  c.data = ml_collections.ConfigDict()
   c.data.name = "sprites/full"  # procedural Sprites, all 178 poses (djax/data/sprites.py)
-  c.data.data_dir = ""  # '' -> $TFDS_DATA_DIR or ~/tensorflow_datasets
-  c.data.manual_dir = ""  # the original Sprites files, if you have them (see sprites.py)
   c.data.image_size = 64
   c.data.value_range = (-1.0, 1.0)  # the decoder ends in tanh
   c.data.pairing = "random"  # x1, x2 sampled independently (§3.1 step 1)
-  c.data.in_memory_max_gb = 4.0
 
   c.model = ml_collections.ConfigDict()
   c.model.n_chunks = 8
@@ -59,25 +56,20 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         learning_rate=2e-4, b1=0.5, b2=0.999, decay_every=20000, decay_rate=0.9,
         weight_decay=0.0, clip_norm=0.0))
 
-  c.train = ml_collections.ConfigDict()
   c.train.batch_size = 64  # authors' code
   c.train.steps = 100_000
   c.train.log_every = 50
   c.train.save_every = 1000
   c.train.eval_every = 5000
   c.train.keep_checkpoints = 3
-  c.train.halt_on_nonfinite = True
 
-  c.eval = ml_collections.ConfigDict()
   # Table 2's retrieval mAP, then the standard disentanglement scores (djax.metrics,
   # disentanglement_lib's definitions; each code dimension is one latent).
   c.eval.metrics = ("chunk_retrieval_map", "mig", "sap", "dci", "factor_vae", "beta_vae")
   # Table 2 leaves out the weapon: "only visible in a small subset of poses".
   c.eval.factors = ("body", "skin", "vest", "hair", "arm", "leg", "pose")
-  c.eval.split = "test"
   c.eval.sample_split = "validation"
   c.eval.num_grid_images = 8
-  c.eval.at_end = True
 
   if variant == "small":
     c.data.name = "sprites/small"

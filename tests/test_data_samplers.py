@@ -204,7 +204,7 @@ def test_labelled_fraction_masks_labels_and_carries_the_mask():
     assert (b["labels"]["colour"][~m] == -1).all() and (b["labels"]["colour"][m] >= 0).all()
   assert abs(p.labelled.mean() - 0.25) < 0.02
   # the same examples are labelled in every epoch
-  idx = p._indices(p.steps_per_epoch + 2, 0)
+  idx = p.global_indices(p.steps_per_epoch + 2, 0)
   b = pipeline.unshard(p.batch(p.steps_per_epoch + 2))
   np.testing.assert_array_equal(b["label_mask"], p.labelled[idx])
 

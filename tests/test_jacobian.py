@@ -142,15 +142,13 @@ def _student(state, stats, folded, x, growth="function_preserving"):
   c = _tiny_config()
   c.model.update(stage=1, code_size=3, teacher_dir="unused", growth=growth)
   student = js.JacobianSupervision(c, axis_name=None)
-  student._teacher = {"encoder": folded, "decoder": state.params["ae"]["decoder"]}
-  student._previous = (state.params["ae"], stats["encoder"])
-  return student, student.init(jax.random.PRNGKey(1), {"image": x})
+  previous = {"params": state.params, "batch_stats": stats}
+  return student, jax.jit(student.init)(jax.random.PRNGKey(1), {"image": x}, previous)
 
 
 def _grown_student():
   teacher, state, stats, folded, codes, x = _teacher_with_batchnorm_stats()
   student, s_state = _student(state, stats, folded, x)
-  s_state = student.init(jax.random.PRNGKey(1), {"image": x})
   s_codes = student.encode(s_state.params, s_state.batch_stats, x)
   np.testing.assert_allclose(s_codes[:, :2], codes, rtol=1e-5, atol=1e-5)  # y: the teacher's
   assert float(jnp.std(s_codes[:, 2])) > 0  # the new unit is live
@@ -205,7 +203,7 @@ def test_student_step_trains_the_student_only(estimator):
 
 
 def test_progressive_run_resumes_inside_the_right_stage(tmp_path, tiny_shapes_dataset):
-  from djax import progressive
+  from djax import stages
   c = _tiny_config()
   c.method = "jacobian_supervision"
   c.seed = 0
@@ -221,16 +219,16 @@ def test_progressive_run_resumes_inside_the_right_stage(tmp_path, tiny_shapes_da
   c.eval = ml_collections.ConfigDict(dict(metrics=(), factors=("colour",), split="test",
                                           sample_split="test", num_grid_images=2, at_end=True))
   wd = str(tmp_path / "run")
-  out = progressive.run(c, wd)
+  out = stages.run(c, wd)
   assert [r["code_size"] for r in out["rows"]] == [2, 3]
   s1 = os.path.join(wd, "stage_01")
   saved = json.load(open(os.path.join(s1, "checkpoints", "8", "config", "metadata")))
   assert saved["model"]["stage"] == 1 and saved["model"]["code_size"] == 3
   # Kill stage 1 after step 4: drop its later checkpoints and its done-marker.
   shutil.rmtree(os.path.join(s1, "checkpoints", "8"))
-  os.remove(os.path.join(s1, progressive.DONE))
+  os.remove(os.path.join(s1, stages.DONE))
   rows0 = open(os.path.join(wd, "stage_00", "metrics.jsonl")).read()
-  out2 = progressive.run(c, wd)
+  out2 = stages.run(c, wd)
   assert open(os.path.join(wd, "stage_00", "metrics.jsonl")).read() == rows0  # not retrained
   steps = [json.loads(l)["step"] for l in open(os.path.join(s1, "metrics.jsonl"))]
   assert steps == [2, 4, 6, 8, 6, 8]  # resumed from step 4 inside stage 1

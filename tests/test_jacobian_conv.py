@@ -299,9 +299,9 @@ def _student_step(estimator):
   batch = _batch(student.attributes)
   v_enc = _random_variables(student.t_encoder, batch["image"])
   v_dec = _random_variables(student.t_decoder, jnp.zeros((1, student.k + 32 * 32 * 2)))
-  student._teacher = ({"encoder": v_enc["params"], "decoder": v_dec["params"]},
-                      v_enc["batch_stats"])
-  state = jax.jit(student.init)(jax.random.PRNGKey(1), batch)
+  previous = {"params": {"ae": {"encoder": v_enc["params"], "decoder": v_dec["params"]}},
+              "batch_stats": {"encoder": v_enc["batch_stats"]}}
+  state = jax.jit(student.init)(jax.random.PRNGKey(1), batch, previous)
   new, metrics = jax.jit(student.train_step)(state, batch, jax.random.PRNGKey(0))
   assert all(np.isfinite(float(v)) for v in metrics.values())
   assert float(metrics["loss_diff"]) > 0 and float(metrics["loss_y"]) > 0
@@ -329,10 +329,10 @@ def test_svhn_student_step_through_the_method():
   student = js.JacobianSupervision(c, axis_name=None)
   x = jnp.asarray(np.random.default_rng(2).uniform(0, 1, (6, 16, 16, 3)), jnp.float32)
   v_enc = _random_variables(student.t_encoder, x)
-  student._teacher = {"encoder": v_enc["params"], "decoder": _random_variables(
-      student.t_decoder, jnp.zeros((1, 2)))["params"]}
-  student._teacher_stats = v_enc["batch_stats"]
-  state = jax.jit(student.init)(jax.random.PRNGKey(1), {"image": x})
+  previous = {"params": {"ae": {"encoder": v_enc["params"], "decoder": _random_variables(
+      student.t_decoder, jnp.zeros((1, 2)))["params"]}},
+      "batch_stats": {"encoder": v_enc["batch_stats"]}}
+  state = jax.jit(student.init)(jax.random.PRNGKey(1), {"image": x}, previous)
   assert set(state.batch_stats) == {"encoder", "teacher"}
   new, metrics = jax.jit(student.train_step)(state, {"image": x, "image2": x[::-1]},
                                              jax.random.PRNGKey(0))
@@ -368,9 +368,10 @@ def test_celeba_attribute_teacher_trains_on_mock_data(tmp_path, mock_tfds):
 
 @SLOW
 def test_celeba_teacher_then_student_with_table2(tmp_path, mock_tfds):
+  from djax import stages
   c = _config("jacobian_celeba", "tiny")
   c.stages.eval_stages = (-1,)
-  out = ja.main(c, str(tmp_path / "run"))
+  out = stages.run(c, str(tmp_path / "run"))
   assert [r["stage"] for r in out["rows"]] == [0, 1]
   assert [r["d"] for r in out["rows"]] == [32 * 32 * 2, 32 * 32 * 4]
   last = out["rows"][-1]
@@ -378,15 +379,15 @@ def test_celeba_teacher_then_student_with_table2(tmp_path, mock_tfds):
   assert len(last["eval"]["attribute_flip"]["success"]) == 40
   table = open(str(tmp_path / "run" / "table.md")).read()
   assert "successful attribute flips" in table and "%" in table
-  again = ja.main(c, str(tmp_path / "run"))  # finished stages are skipped
+  again = stages.run(c, str(tmp_path / "run"))  # finished stages are skipped
   assert again["rows"][-1]["step"] == last["step"]
 
 
 @SLOW
 def test_svhn_progressive_run_on_mock_data(tmp_path, mock_tfds):
-  from djax import progressive
+  from djax import stages
   c = _config("jacobian_svhn", "tiny")  # teacher (k=2) and one student (d=1), one epoch each
-  out = progressive.run(c, str(tmp_path / "run"))
+  out = stages.run(c, str(tmp_path / "run"))
   assert [r["code_size"] for r in out["rows"]] == [2, 3]
   assert all(r["test_mse"] > 0 for r in out["rows"])
   assert os.path.exists(str(tmp_path / "run" / "table.md"))

@@ -3,6 +3,8 @@ swap success end to end with a dataset classifier trained on tiny_shapes."""
 
 import jax.numpy as jnp
 import numpy as np
+
+from djax.methods import base
 import pytest
 from scipy import signal
 
@@ -86,10 +88,15 @@ def test_swap_and_flip_known_answers():
 
 # ----------------------------------------------------------------------------- end to end
 
-class ShapesOracle:
+class ShapesOracle(base.Method):
   """A 'method' whose code is (one-hot colour | one-hot size) of tiny_shapes images and whose
   decoder draws exactly that square: swapping chunk 0 must swap the colour and nothing else."""
-  n_chunks = 2
+
+  def __init__(self):
+    pass
+
+  def code_parts(self):
+    return base.chunk_parts(2, 3)
   palette = np.array([[220, 40, 40], [40, 200, 40], [40, 40, 220]], np.float32) / 127.5 - 1
 
   def encode(self, params, stats, x):

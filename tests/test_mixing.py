@@ -8,7 +8,7 @@ import pytest
 
 from conftest import make_tiny_shapes, tiny_mixing_config
 from djax.data.pipeline import to_model_images
-from djax.methods import mixing
+from djax.methods import base, mixing
 
 
 def _np_log_sigmoid(x):
@@ -140,7 +140,7 @@ def test_each_autoencoder_loss_reaches_exactly_its_parameters(tiny_setup):
   # Against direct computations: L_G through its own discriminator call, Dsc's loss on
   # (x1, stop_gradient(x3)) through two more.
   method = mixing.Mixing(config, axis_name=None)
-  dsc = lambda p, x: method._apply(method.discriminator, p, stats["dsc"], x, True)[0]
+  dsc = lambda p, x: base.apply_net(method.discriminator, p, stats["dsc"], x, True)[0]
 
   def gen_loss(ae):
     out, _ = method.forward({**params, "ae": ae}, stats, x1, x2, mask)
@@ -182,5 +182,5 @@ def test_transfer_grid_layout(tiny_setup):
   f_s = method.encode(state.params, state.batch_stats, src)
   f_t = method.encode(state.params, state.batch_stats, tgt)
   mask = jnp.asarray([[0.0, 1.0, 0.0, 0.0]])
-  want = method.decode_fn(state.params, state.batch_stats, mixing.mix(f_s[2:3], f_t[1:2], mask))[0]
+  want = method.decode(state.params, state.batch_stats, mixing.mix(f_s[2:3], f_t[1:2], mask))
   np.testing.assert_allclose(grids[1, 2, 3], np.asarray(want[0]), atol=1e-5)

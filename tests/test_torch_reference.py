@@ -143,7 +143,7 @@ def test_same_outputs_in_eval_mode(small_pair):
                      np.concatenate([x, x[::-1], -x], -1)),
   }
   for name, (net, p, st, inp) in cases.items():
-    apply = jax.jit(lambda p, st, inp, net=net: method._apply(net, p, st, inp, False)[0])
+    apply = jax.jit(lambda p, st, inp, net=net: base.apply_net(net, p, st, inp, False)[0])
     args = (p, st, jnp.asarray(inp))
     want = np.asarray(apply.lower(*args).compile(_FAST_COMPILE)(*args))
     torch_net = ref.nets[name].eval()

@@ -17,86 +17,16 @@ semi-supervised training, ``label_mask`` with the labels of unlabelled examples 
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import queue
 import threading
-from typing import Any, Iterator, Mapping
+from typing import Iterator
 
 import numpy as np
 
-
-@dataclasses.dataclass(frozen=True)
-class DatasetMeta:
-  """What a method and the evaluator need to know about a split."""
-  name: str
-  split: str
-  size: int
-  image_shape: tuple[int, ...]  # of what the source stores under ``data_key`` (after crops)
-  value_range: tuple[float, float]
-  factors: Mapping[str, int]  # discrete ground-truth factors: name -> cardinality
-  # continuous ground-truth factors: name -> (low, high) of their values
-  continuous_factors: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
-  # names of the values of discrete factors, where the dataset names them
-  factor_values: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
-  label_key: str | None = None  # the class label (what 'same_label' pairs share), if any
-  class_names: tuple[str, ...] = ()  # names of the values of ``label_key``
-  data_key: str = "image"  # 'image' (uint8 [H, W, C]) or e.g. 'point' (float [D]) for toys
-  source: str = ""  # where the data comes from (builder, paper, homepage)
-  description: str = ""
-
-  @property
-  def is_image(self) -> bool:
-    return self.data_key == "image"
-
-
-class ArraySource:
-  """Random access over in-memory arrays, the same interface as a tfds data source."""
-
-  def __init__(self, arrays: Mapping[str, np.ndarray]):
-    sizes = {len(v) for v in arrays.values()}
-    if len(sizes) != 1:
-      raise ValueError(f"arrays have different lengths: { {k: len(v) for k, v in arrays.items()} }")
-    self.arrays = dict(arrays)
-    self._len = sizes.pop()
-
-  def __len__(self) -> int:
-    return self._len
-
-  def take(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    return {k: v[indices] for k, v in self.arrays.items()}
-
-
-def _stack_records(records: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-  return {k: np.stack([np.asarray(r[k]) for r in records]) for k in records[0]}
-
-
-class TfdsSource:
-  """Random access to a tfds array_record split, decoded to numpy.
-
-  ``transform`` (optional) maps each decoded record before stacking: the per-dataset crop,
-  resize and flattening of nested features (``djax.data.tfds_datasets``).
-  """
-
-  def __init__(self, data_source, transform=None):
-    self.data_source = data_source
-    self.transform = transform
-
-  def __len__(self) -> int:
-    return len(self.data_source)
-
-  def take(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    records = self.data_source.__getitems__([int(i) for i in indices])
-    if self.transform is not None:
-      records = [self.transform(r) for r in records]
-    return _stack_records(records)
-
-  def load_all(self, chunk: int = 2048, desc: str = "") -> ArraySource:
-    from tqdm.auto import tqdm
-    parts = [self.take(np.arange(i, min(i + chunk, len(self))))
-             for i in tqdm(range(0, len(self), chunk), desc=desc or "loading", unit="chunk",
-                           leave=False)]
-    return ArraySource({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+from djax.data import registry, samplers
+# The sources are part of the pipeline's interface (pipeline.ArraySource, ...).
+from djax.data.sources import (ArraySource, DatasetMeta, TfdsSource,  # noqa: F401
+                               default_data_dir)
 
 
 def to_model_images(images: np.ndarray, image_size: int, value_range=(-1.0, 1.0)) -> np.ndarray:
@@ -140,11 +70,12 @@ class Pipeline:
   def __init__(self, source, meta: DatasetMeta, *, batch_size: int, num_devices: int, seed: int,
                image_size: int, value_range=(-1.0, 1.0), pairing: str | None = None,
                label_keys: tuple[str, ...] | None = None, label_key: str | None = None,
-               reference=None, labelled_fraction: float | None = None):
-    from djax.data import samplers
-    if batch_size % num_devices:
-      raise ValueError(f"batch size {batch_size} does not split over {num_devices} devices; "
-                       f"use a multiple of {num_devices}")
+               reference=None, labelled_fraction: float | None = None,
+               process_index: int = 0, process_count: int = 1):
+    total = num_devices * process_count
+    if batch_size % total:
+      raise ValueError(f"batch size {batch_size} does not split over {total} devices; "
+                       f"use a multiple of {total}")
     if len(source) < batch_size:
       raise ValueError(f"split {meta.split!r} of {meta.name!r} has {len(source)} examples, fewer "
                        f"than one batch of {batch_size}")
@@ -152,6 +83,8 @@ class Pipeline:
       raise ValueError(f"unknown pairing {pairing!r}; known: {list(samplers.PAIRINGS)}")
     self.source, self.meta = source, meta
     self.batch_size, self.num_devices, self.seed = batch_size, num_devices, seed
+    # Several processes: process p reads rows [p B/P, (p+1) B/P) of every global batch.
+    self.process_index, self.process_count = process_index, process_count
     self.image_size, self.value_range, self.pairing = image_size, tuple(value_range), pairing
     if label_keys is None:
       label_keys = tuple(meta.factors) + tuple(meta.continuous_factors)
@@ -162,7 +95,7 @@ class Pipeline:
     self.steps_per_epoch = len(source) // batch_size
     self.label_key = label_key or meta.label_key
     self._index = None
-    if pairing in samplers.LABEL_PAIRINGS or labelled_fraction is not None:
+    if samplers.PAIRINGS[pairing].needs_labels or labelled_fraction is not None:
       if not self.label_key:
         raise ValueError(f"pairing {pairing!r} / labelled_fraction need a class label; "
                          f"{meta.name!r} has none: set --config.data.label_key to one of "
@@ -184,7 +117,17 @@ class Pipeline:
   def _order(self, epoch: int, stream: int) -> np.ndarray:
     return np.random.default_rng([self.seed, epoch, stream]).permutation(len(self.source))
 
-  def _indices(self, step: int, stream: int) -> np.ndarray:
+  @property
+  def label_index(self):
+    return self._index
+
+  def local(self, global_rows: np.ndarray) -> np.ndarray:
+    """This process's slice of a global batch's rows."""
+    n = len(global_rows) // self.process_count
+    return global_rows[self.process_index * n:(self.process_index + 1) * n]
+
+  def global_indices(self, step: int, stream: int) -> np.ndarray:
+    """Indices of global batch ``step`` of a shuffled stream (every process's rows)."""
     epoch, pos = divmod(step, self.steps_per_epoch)
     return self._order(epoch, stream)[pos * self.batch_size:(pos + 1) * self.batch_size]
 
@@ -192,49 +135,32 @@ class Pipeline:
     return step // self.steps_per_epoch
 
   def _inputs(self, ex) -> np.ndarray:
-    if self.meta.is_image:
-      return to_model_images(ex["image"], self.image_size, self.value_range)
-    return np.asarray(ex[self.meta.data_key], np.float32)
+    return _model_inputs(ex, self.meta, self.image_size, self.value_range)
 
   def _labels(self, ex) -> dict[str, np.ndarray]:
     return {k: ex[k].astype(np.float32 if k in self.continuous else np.int32)
             for k in self.label_keys if k in ex}
 
-  def _partner(self, out, suffix, source, indices):
+  def _partner(self, out, suffix, source, indices, labels: bool = True):
     ex = source.take(indices)
-    key = "image" if self.meta.is_image else self.meta.data_key
-    out[key + suffix] = self._inputs(ex)
-    out["labels" + suffix] = self._labels(ex)
+    out[self.meta.data_key + suffix] = self._inputs(ex)
+    if labels:
+      out["labels" + suffix] = self._labels(ex)
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
-    from djax.data import samplers
-    idx = self._indices(step, 0)
+    """This process's part of global batch ``step``: [local devices, per device, ...]."""
+    gidx = self.global_indices(step, 0)
+    # Partners are drawn for the whole global batch (seeded by (seed, step)) and each
+    # process keeps its rows: the batch is the same however many processes share it.
+    pairing = samplers.PAIRINGS[self.pairing]
+    partners, extras = pairing.partners(self, gidx, step, samplers.step_rng(self.seed, step))
+    idx = self.local(gidx)
     ex = self.source.take(idx)
     out = {self.meta.data_key: self._inputs(ex)}
     out["labels"] = self._labels(ex)
-    if self.pairing == "random":
-      ex2 = self.source.take(self._indices(step, 1))
-      out[self.meta.data_key + "2"] = self._inputs(ex2)
-    elif self.pairing is not None:
-      rng = samplers.step_rng(self.seed, step)
-      if self.pairing == "random_other":
-        self._partner(out, "2", self.source, samplers.random_other(len(self.source), idx, rng))
-      elif self.pairing == "same_label":
-        self._partner(out, "2", self.source, self._index.same(idx, rng))
-      elif self.pairing == "different_label":
-        self._partner(out, "2", self.source, self._index.different(idx, rng))
-      elif self.pairing == "same_or_different":
-        partner, same = self._index.same_or_different(idx, rng)
-        self._partner(out, "2", self.source, partner)
-        out["same"] = same
-      elif self.pairing == "triplet":
-        same, other = samplers.triplets(self._index, idx, rng)
-        self._partner(out, "_same", self.source, same)
-        self._partner(out, "_other", self.source, other)
-      elif self.pairing == "reference":
-        ref = samplers.epoch_batch_indices(len(self.reference), self.batch_size, self.seed,
-                                           step, stream=2)
-        self._partner(out, "_ref", self.reference, ref)
+    for suffix, (source, indices) in partners.items():
+      self._partner(out, suffix, source, self.local(indices), pairing.partner_labels)
+    out.update({k: self.local(v) for k, v in extras.items()})
     if self.labelled is not None:
       mask = self.labelled[idx]
       out["label_mask"] = mask
@@ -316,9 +242,21 @@ def unshard(tree):
   return tree.reshape((-1,) + tree.shape[2:])
 
 
+def _model_inputs(ex, meta: DatasetMeta, image_size, value_range) -> np.ndarray:
+  if meta.is_image:
+    return to_model_images(ex["image"], image_size, value_range)
+  return np.asarray(ex[meta.data_key], np.float32)
+
+
+def model_inputs(ex, meta: DatasetMeta, data_cfg) -> np.ndarray:
+  """A split's records as model inputs: images scaled to the config's size and value range,
+  other inputs (e.g. ``point``) as float32. The key is the dataset's ``meta.data_key``."""
+  return _model_inputs(ex, meta, data_cfg.get("image_size"),
+                       tuple(data_cfg.get("value_range", (-1.0, 1.0))))
+
+
 def load_split(data_cfg, split: str) -> tuple[ArraySource | TfdsSource, DatasetMeta]:
   """Opens a split by dataset name, preparing the dataset first if it is a djax builder."""
-  from djax.data import registry  # registry builds on this module's sources
   source, meta = registry.open_split(data_cfg, split)
   limit = float(data_cfg.get("in_memory_max_gb", 4.0))
   if isinstance(source, TfdsSource):
@@ -329,7 +267,8 @@ def load_split(data_cfg, split: str) -> tuple[ArraySource | TfdsSource, DatasetM
 
 
 def get_dataset(data_cfg, split: str, *, batch_size: int, num_devices: int, seed: int,
-                pairing: str | None = None, labelled_fraction: float | None = None) -> Pipeline:
+                pairing: str | None = None, labelled_fraction: float | None = None,
+                process_index: int = 0, process_count: int = 1) -> Pipeline:
   """The one entry point: batches of ``split`` of ``data_cfg.name`` (see ``Pipeline``).
 
   Reads from ``data_cfg``: ``name``, ``image_size``, ``value_range``, ``data_dir``,
@@ -338,7 +277,6 @@ def get_dataset(data_cfg, split: str, *, batch_size: int, num_devices: int, seed
   ``labelled_fraction`` (semi-supervised; the argument wins over the config). The name and
   the image size are checked before any data is read or generated.
   """
-  from djax.data import registry
   registry.check_config(data_cfg)
   source, meta = load_split(data_cfg, split)
   reference = None
@@ -350,8 +288,5 @@ def get_dataset(data_cfg, split: str, *, batch_size: int, num_devices: int, seed
                   image_size=data_cfg.get("image_size"),
                   value_range=tuple(data_cfg.get("value_range", (-1.0, 1.0))),
                   pairing=pairing, label_key=data_cfg.get("label_key") or None,
-                  reference=reference, labelled_fraction=labelled_fraction)
-
-
-def default_data_dir() -> str:
-  return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+                  reference=reference, labelled_fraction=labelled_fraction,
+                  process_index=process_index, process_count=process_count)

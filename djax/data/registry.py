@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 
-from djax.data import pipeline
+from djax.data import sources
 
 # name -> module path and class of djax's own (offline) builders
 BUILDERS = {
@@ -31,9 +31,12 @@ DEFAULT_LABEL_KEYS = {"sprites": "character"}
 _IN_MEMORY: dict[str, tuple[dict, dict[str, int]]] = {}
 
 
-def register_arrays(name: str, splits: dict[str, dict], factors: dict[str, int]) -> None:
-  """Makes in-memory arrays (``image`` uint8 [N, H, W, C] plus integer factors) a dataset."""
-  _IN_MEMORY[name] = ({k: pipeline.ArraySource(v) for k, v in splits.items()}, dict(factors))
+def register_arrays(name: str, splits: dict[str, dict], factors: dict[str, int],
+                    data_key: str = "image") -> None:
+  """Makes in-memory arrays a dataset: ``data_key`` (``image``: uint8 [N, H, W, C]; or e.g.
+  ``point``: float [N, D]) plus integer factors."""
+  _IN_MEMORY[name] = ({k: sources.ArraySource(v) for k, v in splits.items()}, dict(factors),
+                      data_key)
 
 
 def known_names() -> list[str]:
@@ -50,7 +53,7 @@ def _split_name(name: str) -> tuple[str, str | None]:
 def builder(data_cfg):
   """The tfds builder for ``data_cfg.name`` under ``data_cfg.data_dir``."""
   import tensorflow_datasets as tfds
-  data_dir = data_cfg.get("data_dir") or pipeline.default_data_dir()
+  data_dir = data_cfg.get("data_dir") or sources.default_data_dir()
   base, config = _split_name(data_cfg.name)
   if base in BUILDERS:
     module, cls = BUILDERS[base]
@@ -94,7 +97,9 @@ def check_config(data_cfg) -> None:
   ones; an image size the dataset cannot give names both sizes."""
   from djax.data import tfds_datasets
   if data_cfg.name in _IN_MEMORY:
-    splits, _ = _IN_MEMORY[data_cfg.name]
+    splits, _, data_key = _IN_MEMORY[data_cfg.name]
+    if data_key != "image":
+      return
     shape = tuple(next(iter(splits.values())).arrays["image"].shape[1:])
     err = tfds_datasets.size_error(data_cfg.name, None, shape, data_cfg.get("image_size"))
   else:
@@ -136,15 +141,15 @@ def _not_prepared_error(data_cfg, b) -> FileNotFoundError:
 
 def open_split(data_cfg, split: str):
   if data_cfg.name in _IN_MEMORY:
-    splits, factors = _IN_MEMORY[data_cfg.name]
+    splits, factors, data_key = _IN_MEMORY[data_cfg.name]
     if split not in splits:
       raise ValueError(f"dataset {data_cfg.name!r} has no split {split!r}; splits: {sorted(splits)}")
     source = splits[split]
-    return source, pipeline.DatasetMeta(
+    return source, sources.DatasetMeta(
         name=data_cfg.name, split=split, size=len(source),
-        image_shape=tuple(source.arrays["image"].shape[1:]),
+        image_shape=tuple(source.arrays[data_key].shape[1:]),
         value_range=tuple(data_cfg.get("value_range", (-1.0, 1.0))), factors=factors,
-        source="in-memory arrays (registry.register_arrays)")
+        data_key=data_key, source="in-memory arrays (registry.register_arrays)")
   b = builder(data_cfg)
   base, _ = _split_name(data_cfg.name)
   if base in BUILDERS:
@@ -165,7 +170,7 @@ def open_split(data_cfg, split: str):
       raise _not_prepared_error(data_cfg, b) from e
     raise
   meta = _meta(b, data_cfg, split, len(data_source))
-  source = pipeline.TfdsSource(data_source, transform=_transform(b, data_cfg))
+  source = sources.TfdsSource(data_source, transform=_transform(b, data_cfg))
   return source, meta
 
 
@@ -201,7 +206,7 @@ def _meta(b, data_cfg, split, size):
     if label_key is None and "label" in factors:
       label_key = "label"
     source = getattr(cls, "SOURCE", "") or f"tfds {base}: {b.info.homepage}"
-  return pipeline.DatasetMeta(name=data_cfg.name, split=split, size=size,
+  return sources.DatasetMeta(name=data_cfg.name, split=split, size=size,
                               image_shape=tuple(stored_shape(data_cfg, b)),
                               value_range=tuple(data_cfg.get("value_range", (-1.0, 1.0))),
                               factors=factors, continuous_factors=continuous,

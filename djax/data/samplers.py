@@ -19,20 +19,10 @@ Ruiz et al.'s two streams (an unlabelled batch and a reference batch each step) 
 
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
+from typing import Callable
 
-# pairing name -> what the Pipeline adds to a batch (see djax.data.pipeline.Pipeline)
-PAIRINGS = {
-    None: "nothing",
-    "random": "image2: an independently shuffled second stream (Hu et al.)",
-    "random_other": "image2, labels2: a uniformly drawn different example (Lezama)",
-    "same_label": "image2, labels2: an example with the same label (Mathieu et al.)",
-    "different_label": "image2, labels2: an example with another label",
-    "same_or_different": "image2, labels2, same: either, each with probability 1/2",
-    "triplet": "image_same, image_other (+ labels_*): Mathieu et al.'s x1', x2",
-    "reference": "image_ref, labels_ref: a batch of the reference split (Ruiz et al.)",
-}
-LABEL_PAIRINGS = ("same_label", "different_label", "same_or_different", "triplet")
+import numpy as np
 
 _SAMPLER_STREAM = 0x5A3D  # keeps sampler draws apart from the epoch permutations' seeds
 
@@ -135,3 +125,72 @@ def labelled_mask(labels, fraction: float, seed: int) -> np.ndarray:
     chosen = np.random.default_rng([seed, 0x1AB, c]).permutation(len(members))[:k]
     mask[members[chosen]] = True
   return mask
+
+
+# ----------------------------------------------------------------------------- pairings
+# A pairing is what the Pipeline adds to a batch beside its anchors: a function of
+# (pipeline, the global batch's anchor indices, step, rng) returning {suffix: (source,
+# indices)} of partners (added as ``<input key><suffix>`` and ``labels<suffix>``) and extra
+# per-example arrays, all for the global batch. A new pairing is one function and one entry
+# in PAIRINGS.
+
+@dataclasses.dataclass(frozen=True)
+class Pairing:
+  partners: Callable  # (pipeline, idx, step, rng) -> ({suffix: (source, indices)}, extras)
+  doc: str
+  needs_labels: bool = False
+  partner_labels: bool = True  # whether partners carry ``labels<suffix>``
+
+
+def _random(p, idx, step, rng):
+  del idx, rng
+  return {"2": (p.source, p.global_indices(step, 1))}, {}
+
+
+def _random_other(p, idx, step, rng):
+  return {"2": (p.source, random_other(len(p.source), idx, rng))}, {}
+
+
+def _same_label(p, idx, step, rng):
+  return {"2": (p.source, p.label_index.same(idx, rng))}, {}
+
+
+def _different_label(p, idx, step, rng):
+  return {"2": (p.source, p.label_index.different(idx, rng))}, {}
+
+
+def _same_or_different(p, idx, step, rng):
+  partner, same = p.label_index.same_or_different(idx, rng)
+  return {"2": (p.source, partner)}, {"same": same}
+
+
+def _triplet(p, idx, step, rng):
+  same, other = triplets(p.label_index, idx, rng)
+  return {"_same": (p.source, same), "_other": (p.source, other)}, {}
+
+
+def _reference(p, idx, step, rng):
+  del idx, rng
+  if p.reference is None:
+    raise ValueError("pairing='reference' needs the reference split (reference=source)")
+  ref = epoch_batch_indices(len(p.reference), p.batch_size, p.seed, step, stream=2)
+  return {"_ref": (p.reference, ref)}, {}
+
+
+PAIRINGS: dict = {
+    None: Pairing(lambda p, idx, step, rng: ({}, {}), "nothing"),
+    "random": Pairing(_random, "image2: an independently shuffled second stream (Hu et al.)",
+                      partner_labels=False),
+    "random_other": Pairing(_random_other,
+                            "image2, labels2: a uniformly drawn different example (Lezama)"),
+    "same_label": Pairing(_same_label, "image2, labels2: an example with the same label "
+                          "(Mathieu et al.)", needs_labels=True),
+    "different_label": Pairing(_different_label, "image2, labels2: an example with another "
+                               "label", needs_labels=True),
+    "same_or_different": Pairing(_same_or_different, "image2, labels2, same: either, each "
+                                 "with probability 1/2", needs_labels=True),
+    "triplet": Pairing(_triplet, "image_same, image_other (+ labels_*): Mathieu et al.'s x1', "
+                       "x2", needs_labels=True),
+    "reference": Pairing(_reference, "image_ref, labels_ref: a batch of the reference split "
+                         "(Ruiz et al.)"),
+}

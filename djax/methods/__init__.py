@@ -1,18 +1,30 @@
-"""One module per paper; ``create`` builds the method a config names."""
+"""The method registry: a new method is one file in this package and one entry here."""
 
 from __future__ import annotations
 
 import importlib
 
-METHODS = {
-    "mixing": ("djax.methods.mixing", "Mixing"),
-    "jacobian_supervision": ("djax.methods.jacobian_supervision", "JacobianSupervision"),
-    "jacobian_attributes": ("djax.methods.jacobian_attributes", "AttributeJacobianSupervision"),
+METHODS: dict[str, str | type] = {
+    "mixing": "djax.methods.mixing:Mixing",
+    "jacobian_supervision": "djax.methods.jacobian_supervision:JacobianSupervision",
+    "jacobian_attributes": "djax.methods.jacobian_attributes:AttributeJacobianSupervision",
 }
 
 
+def register(name: str, cls: type) -> None:
+  """Adds a method class under ``name`` (e.g. a method defined outside djax)."""
+  METHODS[name] = cls
+
+
+def get_class(name: str) -> type:
+  if name not in METHODS:
+    raise ValueError(f"unknown method {name!r}; known methods: {sorted(METHODS)}")
+  entry = METHODS[name]
+  if isinstance(entry, str):
+    module, cls = entry.split(":")
+    entry = getattr(importlib.import_module(module), cls)
+  return entry
+
+
 def create(config, axis_name: str | None = "batch"):
-  if config.method not in METHODS:
-    raise ValueError(f"unknown method {config.method!r}; known methods: {sorted(METHODS)}")
-  module, cls = METHODS[config.method]
-  return getattr(importlib.import_module(module), cls)(config, axis_name=axis_name)
+  return get_class(config.method)(config, axis_name=axis_name)

@@ -38,14 +38,14 @@ batch rolled by one when the pipeline gives none (the authors' in-batch permutat
 
 Evaluation (Table 2): ``attribute_flip`` (unit i = attribute i, :attr:`attribute_units`,
 ``y_i ← −40 sign(y_i)``) and ``reconstruction_mse`` in ``config.eval.metrics``; one run of
-all stages with a Table-2 style summary: :func:`main` (``config.stages.runner``).
+all stages with a Table-2 style summary: :meth:`AttributeJacobianSupervision.stages`, run by
+``djax.stages``.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -54,7 +54,6 @@ import numpy as np
 
 from djax.methods import base, jacobian_nets
 from djax.methods import jacobian_supervision as js
-from djax.progressive import write_json, stage_name, train_stages
 
 # tfds celeb_a's 40 attributes in their stored order (the order of list_attr_celeba.txt).
 CELEBA_ATTRIBUTES = (
@@ -114,23 +113,20 @@ def z_channels_of(model_cfg, stage: int) -> int:
   return int(per[stage])
 
 
-class AttributeJacobianSupervision:
+class AttributeJacobianSupervision(base.Method):
   """CelebA attribute teacher (stage 0) or Jacobian-supervised student (stage ≥ 1), §4."""
 
   groups = ("enc", "dec")  # one Adam per network (the authors' code); update 2 uses 'dec'
 
   def __init__(self, config: ml_collections.ConfigDict, axis_name: str | None = base.AXIS):
+    super().__init__(config, axis_name)
     m, lo = config.model, config.loss
-    self.config, self.axis_name, self.loss = config, axis_name, lo
+    self.loss = lo
     self.attributes = tuple(m.get("attributes", None) or CELEBA_ATTRIBUTES)
     self.k = len(self.attributes)
     self.stage = int(m.get("stage", 0))
     self.is_student = self.stage > 0
     self.z_channels = z_channels_of(m, self.stage)
-    self.teacher_dir = m.get("teacher_dir", "") or ""
-    if self.is_student and not self.teacher_dir:
-      raise ValueError("a student (model.stage >= 1) needs model.teacher_dir, the previous "
-                       "stage's checkpoint directory")
     self.estimator = lo.get("estimator", "finite_difference")
     if self.estimator not in js.ESTIMATORS:
       raise ValueError(f"unknown loss.estimator {self.estimator!r}; known: {js.ESTIMATORS}")
@@ -159,45 +155,30 @@ class AttributeJacobianSupervision:
                          ("rec", "pred", "xcov", "cyc1", "cyc2"))
     self.has_cycle = bool(self.lambdas[3] or self.lambdas[4])
     self.tx = {g: base.make_optimizer(config.optim[g]) for g in self.groups}
-    self._teacher = None
 
-  @property
   def attribute_units(self) -> dict[str, int]:
     """Attribute name -> code unit (y_i is unit i): what ``attribute_flip`` flips."""
     return {a: i for i, a in enumerate(self.attributes)}
-
-  # -- the previous stage
-  def teacher_variables(self):
-    """(params {'encoder', 'decoder'}, encoder batch stats) of the frozen previous stage."""
-    if self._teacher is None:
-      state, _ = js.load_stage_checkpoint(self.teacher_dir)
-      ae = state["params"]["ae"]
-      stats = (state.get("batch_stats") or {}).get("encoder") or {}
-      got = int(np.shape(ae["decoder"]["deconv0"]["kernel"])[-2]) - self.k
-      if got != self.t_z_channels:
-        raise ValueError(f"the teacher in {self.teacher_dir} has {got} z channels; stage "
-                         f"{self.stage} expects {self.t_z_channels} (model.z_channels_per_stage)")
-      self._teacher = ({"encoder": ae["encoder"], "decoder": ae["decoder"]}, stats)
-    return self._teacher
-
-  def random_teacher(self, rng: jax.Array, batch: dict[str, Any]) -> None:
-    """A randomly initialised previous stage (to time a student step without one)."""
-    x = batch["image"]
-    k1, k2 = jax.random.split(rng)
-    v_enc = self.t_encoder.init(k1, x, train=False)
-    v_dec = self.t_decoder.init(k2, jnp.zeros((x.shape[0], self._t_code_size()), x.dtype))
-    self._teacher = ({"encoder": v_enc["params"], "decoder": v_dec["params"]},
-                     v_enc["batch_stats"])
 
   def _t_code_size(self):
     return self.k + int(np.prod(jacobian_nets.face_code_shape(
         self.image_shape[0], self.num_blocks, self.t_z_channels or self.z_channels)))
 
-  def init(self, rng: jax.Array, batch: dict[str, Any]) -> base.TrainState:
+  def init(self, rng: jax.Array, batch: Mapping[str, Any], previous=None) -> base.TrainState:
     x = batch["image"]
     k_enc, k_dec, k_grow, k_state = jax.random.split(rng, 4)
     if self.is_student:
-      teacher, t_stats = self.teacher_variables()
+      if previous is None:
+        raise ValueError(f"stage {self.stage} is a student: it starts from the previous "
+                         f"stage's state; run the whole config through python -m djax.main, "
+                         f"whose stage runner hands it over")
+      ae = previous["params"]["ae"]
+      teacher = {"encoder": ae["encoder"], "decoder": ae["decoder"]}
+      t_stats = previous["batch_stats"]["encoder"]
+      got = int(np.shape(ae["decoder"]["deconv0"]["kernel"])[-2]) - self.k
+      if got != self.t_z_channels:
+        raise ValueError(f"the previous stage has {got} z channels; stage {self.stage} "
+                         f"expects {self.t_z_channels} (model.z_channels_per_stage)")
       ae, enc_stats = jacobian_nets.grow_face(teacher, t_stats, k_grow, self.t_z_channels,
                                               self.z_channels)
       as_jnp = functools.partial(jax.tree_util.tree_map, jnp.asarray)
@@ -346,88 +327,59 @@ class AttributeJacobianSupervision:
   def eval_images(self, params, stats, images: jax.Array, n: int = 8) -> dict[str, jax.Array]:
     n = min(n, images.shape[0])
     names = tuple(self.config.eval.get("grid_attributes", None) or self.attributes[:8])
-    units = [self.attribute_units[a] for a in names]
+    units = [self.attribute_units()[a] for a in names]
     alpha = float(self.config.eval.get("flip_alpha", 40.0))
     return {"reconstruction": jnp.stack([images[:n], self.reconstruct(params, stats, images[:n])]),
             "attribute_flips": self.flip_grid(params, stats, images[:n], units, alpha)}
 
-
-# ----------------------------------------------------------------------------- stages
-
-def stage_config(config, stage: int, workdir: str, spe: int):
-  """One stage's plain config for djax.train: stage 0 the teacher (``config.loss``, cycle
-  losses from ``stages.cycle_start_epoch``), stage s ≥ 1 a student (``config.loss`` updated
-  with ``stages.student_loss``) against stage s − 1's checkpoints."""
-  c = ml_collections.ConfigDict(config.to_dict())
-  st = c.stages
-  c.model.stage = stage
-  c.model.teacher_dir = (os.path.join(os.path.abspath(workdir), stage_name(stage - 1),
-                                      "checkpoints") if stage else "")
-  if stage == 0:
-    c.train.steps = int(st.teacher_epochs) * spe
-    c.loss.cycle_start_step = int(st.cycle_start_epoch) * spe
-  else:
-    c.loss.update(dict(st.student_loss))
-    c.train.steps = int(st.epochs_per_stage) * spe
-  c.eval.metrics = ()  # evaluated below, on the stages of stages.eval_stages
-  return c
-
-
-def evaluate_stage(config, stage_dir: str) -> dict[str, Any]:
-  """``stages.metrics`` (attribute_flip, reconstruction_mse) of a stage's last checkpoint."""
-  from djax import evaluation, methods
-  from djax.data import pipeline
-  state, _ = js.load_stage_checkpoint(os.path.join(stage_dir, "checkpoints"))
-  method = methods.create(config, axis_name=None)
-  c = ml_collections.ConfigDict(config.to_dict())
-  c.eval.metrics = tuple(config.stages.metrics)
-  source, _ = pipeline.load_split(c.data, c.eval.split)
-  res = evaluation.evaluate_representation(method, state["params"], state["batch_stats"], c,
-                                           source)
-  out: dict[str, Any] = {"step": int(state["step"]), "eval": res}
-  if "attribute_flip" in res:
-    out["attribute_flip"] = float(res["attribute_flip"]["average"])
-  if "reconstruction_mse" in res:
-    out["reconstruction_mse"] = float(res["reconstruction_mse"]["mse"])
-  return out
+  # -- stages (§4.2.2: the teacher, then students of doubled z; djax.stages runs them)
+  @classmethod
+  def stages(cls, config, steps_per_epoch: int) -> list[base.Stage]:
+    """Stage 0 the teacher (``config.loss``, cycle losses from ``stages.cycle_start_epoch``),
+    stage s ≥ 1 a student (``config.loss`` updated with ``stages.student_loss``) started from
+    stage s − 1; ``stages.metrics`` on ``stages.eval_stages``."""
+    st = config.stages
+    n = 1 + int(st.num_students)
+    evals = {s % n for s in st.get("eval_stages", (0, -1))}
+    out = []
+    for stage in range(n):
+      c = ml_collections.ConfigDict(config.to_dict())
+      del c["stages"]
+      c.model.stage = stage
+      if stage == 0:
+        c.train.steps = int(st.teacher_epochs) * steps_per_epoch
+        c.loss.cycle_start_step = int(st.cycle_start_epoch) * steps_per_epoch
+      else:
+        c.loss.update(dict(st.student_loss))
+        c.train.steps = int(st.epochs_per_stage) * steps_per_epoch
+      c.eval.metrics = tuple(st.metrics) if stage in evals else ()
+      d = cls(c, axis_name=None)
+      out.append(base.Stage(name=f"stage_{stage:02d}", config=c, from_previous=stage > 0,
+                            description=f"d = {d.code_size - d.k}"))
+    return out
 
 
-def format_table(rows) -> str:
-  """Table 2's columns: model, d, successful attribute flips, reconstruction MSE."""
-  lines = ["| stage | model | d | successful attribute flips | reconstruction MSE |",
-           "|---|---|---|---|---|"]
-  for r in rows:
-    f, m = r.get("attribute_flip"), r.get("reconstruction_mse")
-    lines.append(f"| {r['stage']} | {'teacher' if r['stage'] == 0 else 'student'} | {r['d']} | "
-                 f"{'' if f is None else f'{100 * f:.1f} %'} | "
-                 f"{'' if m is None else f'{m:.3g}'} |")
-  return "\n".join(lines) + "\n"
-
-
-def main(config, workdir: str) -> dict[str, Any]:
-  """Trains the teacher and every student in WORKDIR/stage_NN (``djax.progressive``'s stage
-  loop: finished stages skipped, the current one resumed), evaluates
-  ``stages.eval_stages`` and writes WORKDIR/table.md / table.json."""
-  def d_of(cfg):
-    method = AttributeJacobianSupervision(cfg, axis_name=None)
-    return method.code_size - method.k
-
-  def finish(cfg, sdir, evaluate):
-    row = {"d": d_of(cfg)}
-    if evaluate and config.stages.metrics:
-      row.update(evaluate_stage(cfg, sdir))
+  @classmethod
+  def stage_row(cls, stage: base.Stage, summary) -> dict[str, Any]:
+    m = cls(stage.config, axis_name=None)
+    row: dict[str, Any] = {"d": m.code_size - m.k}
+    res = (summary.get("eval") or {}).get("results", {})
+    if "attribute_flip" in res:
+      row["attribute_flip"] = float(res["attribute_flip"]["average"])
+    if "reconstruction_mse" in res:
+      row["reconstruction_mse"] = float(res["reconstruction_mse"]["mse"])
     return row
 
-  out = train_stages(config, workdir, stage_config,
-                                 describe=lambda cfg: f"d = {d_of(cfg)}", finish=finish)
-  if out.get("stopped_by"):
-    return out
-  rows = out["rows"]
-  table = format_table(rows)
-  with open(os.path.join(workdir, "table.md"), "w") as f:
-    f.write(table)
-  write_json(os.path.join(workdir, "table.json"),
-                          [{k: r.get(k) for k in ("stage", "d", "attribute_flip",
-                                                  "reconstruction_mse", "step")} for r in rows])
-  print(table, flush=True)
-  return {"rows": rows, "end_step": rows[-1].get("step")}
+
+  @classmethod
+  def stage_table(cls, rows) -> str:
+    """Table 2's columns: model, d, successful attribute flips, reconstruction MSE."""
+    lines = ["| stage | model | d | successful attribute flips | reconstruction MSE |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+      f, m = r.get("attribute_flip"), r.get("reconstruction_mse")
+      lines.append(f"| {r['stage']} | {'teacher' if r['stage'] == 0 else 'student'} | {r['d']} | "
+                   f"{'' if f is None else f'{100 * f:.1f} %'} | "
+                   f"{'' if m is None else f'{m:.3g}'} |")
+    return "\n".join(lines) + "\n"
+

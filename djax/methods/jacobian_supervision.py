@@ -35,12 +35,14 @@ encoder output (the authors' ``BatchNorm1d(affine=False)``); students have none 
 authors' ``use_bn=0``). **The decoder has no BatchNorm**, so it is a per-sample function
 and ``jax.jvp`` of the batched decoder is each sample's own Jacobian-vector product.
 
-Progressive growth (§3, Table 1; ``djax.progressive`` runs the stages): stage 0 trains
+Progressive growth (§3, Table 1; :meth:`JacobianSupervision.stages` defines the stages,
+``djax.stages`` runs them): stage 0 trains
 the teacher with reconstruction only; stage s ≥ 1 starts a student with code size 2 + s
 from the previous stage's model (:func:`grow_params`) and trains it against that model,
 frozen, whose whole code is the student's y (k = 1 + s) and the new unit is z (d = 1).
-The teacher's parameters live in the state (``params['teacher']``, not optimised), so a
-stage's checkpoints are self-contained. Units keep their positions: unit 0 and 1 are the
+The previous stage's final state is handed to ``init`` as data (``previous``); the teacher's
+parameters then live in the state (``params['teacher']``, not optimised), so a stage's
+checkpoints are self-contained. Units keep their positions: unit 0 and 1 are the
 first teacher's, unit s + 1 was added at stage s.
 
 SVHN (Appendix A.5, ``model.arch='svhn_conv'``, ``experiments/jacobian_svhn.py``): the same
@@ -53,8 +55,7 @@ same for every network; :mod:`djax.methods.jacobian_attributes` uses them for Ce
 from __future__ import annotations
 
 import functools
-import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -216,15 +217,15 @@ def jacobian_difference_loss(estimator: str, dec_s, dec_t, y_s, z_s, y_js, y_t, 
 def fold_output_bn(encoder_params, encoder_stats, eps: float = BN_EPS):
   """The encoder with its output BatchNorm (no scale/offset, running statistics) folded
   into the last Dense: W' = W / sqrt(var + eps), b' = (b − mean) / sqrt(var + eps).
-  Exactly the eval-mode encoder, without a BatchNorm."""
+  Exactly the eval-mode encoder, without a BatchNorm. jnp: it runs inside the jitted init."""
   p = {k: dict(v) for k, v in encoder_params.items()}
   if not encoder_stats or "BatchNorm_0" not in encoder_stats:
     return p
   bn = encoder_stats["BatchNorm_0"]
   last = sorted(k for k in p if k.startswith("Dense_"))[-1]
-  inv = 1.0 / np.sqrt(np.asarray(bn["var"]) + eps)
-  p[last] = {"kernel": np.asarray(p[last]["kernel"]) * inv,
-             "bias": (np.asarray(p[last]["bias"]) - np.asarray(bn["mean"])) * inv}
+  inv = jax.lax.rsqrt(jnp.asarray(bn["var"]) + eps)
+  p[last] = {"kernel": jnp.asarray(p[last]["kernel"]) * inv,
+             "bias": (jnp.asarray(p[last]["bias"]) - jnp.asarray(bn["mean"])) * inv}
   return p
 
 
@@ -278,22 +279,6 @@ def grow_params(teacher_ae, rng: jax.Array, new_units: int = 1,
   dec[first] = {"kernel": jnp.concatenate([v, new_v], 0),
                 "bias": jnp.asarray(dec[first]["bias"])}
   return {"encoder": enc, "decoder": dec}
-
-
-def load_stage_checkpoint(directory: str) -> tuple[dict, dict]:
-  """(state as nested dicts of numpy arrays, config dict) of the latest checkpoint in a
-  stage's ``checkpoints`` directory, restored without a target structure."""
-  import orbax.checkpoint as ocp
-  from djax import checkpoint as ckpt_lib
-  ckpt = ckpt_lib.Checkpointer(directory)
-  step = ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {directory}: the previous stage must finish "
-                            f"before the next one starts")
-  out = ckpt.manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(), config=ocp.args.JsonRestore()))
-  ckpt.close()
-  return out["state"], out["config"]
 
 
 # ----------------------------------------------------------------------------- architectures
@@ -372,9 +357,13 @@ class SVHNArch:
 ARCHS = {"mlp": MLPArch, "svhn_conv": SVHNArch}
 
 
+def _percent(x) -> str:
+  return "" if x is None else f"{100 * x:.1f} %"
+
+
 # ----------------------------------------------------------------------------- method
 
-class JacobianSupervision:
+class JacobianSupervision(base.Method):
   """Teacher (stage 0) or student (stage ≥ 1) of Lezama's progressive procedure (§3):
   MNIST with the MLP (``model.arch='mlp'``, the default), SVHN with the conv net of A.5
   (``model.arch='svhn_conv'``).
@@ -387,9 +376,8 @@ class JacobianSupervision:
   groups = ("ae",)
 
   def __init__(self, config: ml_collections.ConfigDict, axis_name: str | None = base.AXIS):
+    super().__init__(config, axis_name)
     m = config.model
-    self.config = config
-    self.axis_name = axis_name
     self.loss = config.loss
     self.stage = int(m.get("stage", 0))
     self.code_size = int(m.code_size)
@@ -397,10 +385,6 @@ class JacobianSupervision:
     # Students: y = the teacher's whole code (k = code_size − new_units), z = the new units.
     self.new_units = int(m.get("new_units", 1)) if self.is_student else 0
     self.k = self.code_size - self.new_units
-    self.teacher_dir = m.get("teacher_dir", "") or ""
-    if self.is_student and not self.teacher_dir:
-      raise ValueError("a student (model.stage >= 1) needs model.teacher_dir, the previous "
-                       "stage's checkpoint directory")
     self.estimator = self.loss.estimator
     if self.estimator not in ESTIMATORS:
       raise ValueError(f"unknown loss.estimator {self.estimator!r}; known: {ESTIMATORS}")
@@ -417,50 +401,29 @@ class JacobianSupervision:
     self.t_encoder = self.arch.teacher_encoder(self.k)
     self.t_decoder = self.arch.decoder(self.k)
     self.tx = {"ae": base.make_optimizer(config.optim.ae)}
-    self._teacher = None  # {'encoder', 'decoder'} params of the frozen previous stage
-    self._teacher_stats = None  # its encoder's BatchNorm statistics ({} for the MLP)
-    self._previous = None  # (params, encoder stats) of the previous stage as it was saved
 
-  # -- the previous stage
-  def teacher_params(self):
-    """{'encoder', 'decoder'} of the frozen previous model (MLP: BatchNorm folded)."""
-    if self._teacher is None:
-      state, _ = load_stage_checkpoint(self.teacher_dir)
-      ae = state["params"]["ae"]
-      stats = (state.get("batch_stats") or {}).get("encoder") or {}
-      self._previous = (ae, stats)
-      self._teacher, self._teacher_stats = self.arch.frozen(ae, stats)
-      got = self.arch.decoder_code_size(self._teacher["decoder"])
-      if got != self.k:
-        raise ValueError(f"the teacher in {self.teacher_dir} has a code of {got} units; stage "
-                         f"{self.stage} expects {self.k}")
-    return self._teacher
+  def _from_previous(self, previous, rng):
+    """(student autoencoder, its encoder stats, frozen teacher, teacher stats) from the
+    previous stage's final state."""
+    if previous is None:
+      raise ValueError(f"stage {self.stage} is a student: it starts from the previous stage's "
+                       f"state; run the whole config through python -m djax.main, whose stage "
+                       f"runner hands it over")
+    ae = previous["params"]["ae"]
+    stats = (previous.get("batch_stats") or {}).get("encoder") or {}
+    teacher, t_stats = self.arch.frozen(ae, stats)
+    got = self.arch.decoder_code_size(teacher["decoder"])
+    if got != self.k:
+      raise ValueError(f"the previous stage has a code of {got} units; stage {self.stage} "
+                       f"expects {self.k}")
+    student, enc_stats = self.arch.grow(ae, stats, rng, self.new_units)
+    return student, enc_stats, teacher, t_stats
 
-  def teacher_stats(self):
-    self.teacher_params()
-    return self._teacher_stats or {}
-
-  def random_teacher(self, rng: jax.Array, batch: dict[str, Any]) -> None:
-    """Sets a randomly initialised teacher of the right architecture (for timing a student
-    step without a trained previous stage)."""
-    x = batch["image"]
-    k_enc, k_dec = jax.random.split(rng)
-    v_enc = self.t_encoder.init(k_enc, x, train=False)
-    v_dec = self.t_decoder.init(k_dec, jnp.zeros((x.shape[0], self.k), x.dtype))
-    self._teacher = {"encoder": v_enc["params"], "decoder": v_dec["params"]}
-    self._teacher_stats = v_enc.get("batch_stats", {})
-    self._previous = (self._teacher, self._teacher_stats)
-
-  def init(self, rng: jax.Array, batch: dict[str, Any]) -> base.TrainState:
+  def init(self, rng: jax.Array, batch: Mapping[str, Any], previous=None) -> base.TrainState:
     x = batch["image"]
     k_enc, k_dec, k_grow, k_state = jax.random.split(rng, 4)
     if self.is_student:
-      teacher = self.teacher_params()
-      t_stats = self.teacher_stats()
-      # The previous stage as saved (growth='authors' needs its BatchNorm unfolded); a
-      # teacher handed over as params is its own previous stage.
-      previous = self._previous or (teacher, t_stats)
-      ae, enc_stats = self.arch.grow(*previous, k_grow, self.new_units)
+      ae, enc_stats, teacher, t_stats = self._from_previous(previous, k_grow)
       params = {"ae": ae, "teacher": jax.tree_util.tree_map(jnp.asarray, teacher)}
       stats = {"encoder": enc_stats}
       if t_stats:
@@ -475,11 +438,7 @@ class JacobianSupervision:
 
   # -- networks as pure functions
   def encode_fn(self, ae, stats, x, train=False):
-    variables = {"params": ae["encoder"], **({"batch_stats": stats} if stats else {})}
-    if train and stats:
-      code, new = self.encoder.apply(variables, x, train=True, mutable=["batch_stats"])
-      return code, new["batch_stats"]
-    return self.encoder.apply(variables, x, train=False), stats
+    return base.apply_net(self.encoder, ae["encoder"], stats, x, train)
 
   def decode_ae(self, ae, code):
     return self.decoder.apply({"params": ae["decoder"]}, code)
@@ -537,6 +496,85 @@ class JacobianSupervision:
     return state.replace(step=state.step + 1, params=params,
                          batch_stats={**state.batch_stats, "encoder": stats},
                          opt_state={"ae": new_opt}), base.pmean(losses, self.axis_name)
+
+  # -- stages (§3's progressive growth; djax.stages runs them)
+  @classmethod
+  def stages(cls, config, steps_per_epoch: int) -> list[base.Stage]:
+    """Stage 0 the teacher (code ``stages.first_code_size``), stage s a student with
+    ``model.new_units`` more units, started from stage s − 1 and trained against it."""
+    st = config.stages
+    n = 1 + int(st.num_students)
+    evals = {s % n for s in st.get("eval_stages", (0, -1))}
+    out = []
+    for stage in range(n):
+      c = ml_collections.ConfigDict(config.to_dict())
+      del c["stages"]
+      c.model.stage = stage
+      c.model.code_size = int(st.first_code_size) + stage * int(c.model.new_units)
+      epochs = st.teacher_epochs if stage == 0 else st.epochs_per_stage
+      c.train.steps = int(epochs) * steps_per_epoch
+      # Test MSE on every stage; swap success (both readings of Table 1's protocol, see
+      # djax.evaluation's swap_labels) on the stages Table 1 reports.
+      metrics = ["reconstruction_mse"]
+      if stage in evals:
+        metrics += list(st.get("metrics", ("swap_success", "swap_success_true")))
+      c.eval.metrics = tuple(metrics)
+      c.eval.swap_dims = st.swap_dims
+      out.append(base.Stage(name=f"stage_{stage:02d}", config=c, from_previous=stage > 0,
+                            description=f"code size {c.model.code_size}"))
+    return out
+
+  @classmethod
+  def stage_row(cls, stage: base.Stage, summary) -> dict[str, Any]:
+    res = (summary.get("eval") or {}).get("results", {})
+    row: dict[str, Any] = {"code_size": int(stage.config.model.code_size)}
+    factor = stage.config.eval.factors[0] if stage.config.eval.factors else None
+    if "reconstruction_mse" in res:
+      row["test_mse"] = float(res["reconstruction_mse"]["mse"])
+    for name, key in (("swap_success", "swap_success"), ("swap_success_true",
+                                                          "swap_success_true")):
+      if name in res and factor is not None:
+        row[key] = float(res[name]["best"][factor])
+    return row
+
+  @classmethod
+  def stage_table(cls, rows) -> str:
+    lines = ["| stage | code (k+d) | swap success (authors' code) | swap success (true labels) "
+             "| test MSE | s/step |", "|---|---|---|---|---|---|"]
+    for r in rows:
+      sps, mse = r.get("seconds_per_step"), r.get("test_mse")
+      lines.append(f"| {r['stage']} | {r.get('code_size')} | {_percent(r.get('swap_success'))} | "
+                   f"{_percent(r.get('swap_success_true'))} | "
+                   f"{'' if mse is None else f'{mse:.4f}'} | "
+                   f"{'' if sps is None else f'{sps * 1e3:.2f} ms'} |")
+    return "\n".join(lines) + "\n"
+
+  @classmethod
+  def variant_table(cls, config, results) -> str:
+    """The estimator ablation (``config.variants``): the teacher, then each variant's last
+    student; the compiled step's cost from :func:`djax.stages.measure_step`."""
+    teacher = next(iter(results.values()))["rows"][0]
+    d = int(config.stages.num_students)
+    lines = [f"| model | estimator | swap success, authors' code (units 0:2) | "
+             f"swap success, true labels | test MSE | s/step (d={d}) | step memory | "
+             f"train s/step |", "|---|---|---|---|---|---|---|---|"]
+    lines.append(f"| teacher (k=2, d=0) | – | {_percent(teacher.get('swap_success'))} | "
+                 f"{_percent(teacher.get('swap_success_true'))} | {teacher['test_mse']:.4f} | "
+                 f"| | {1e3 * teacher.get('seconds_per_step', float('nan')):.2f} ms |")
+    for name, r in results.items():
+      last = r["rows"][-1]
+      spec = dict(config.variants[name].get("loss", {}))
+      lam = spec.get("lambda_diff", config.loss.lambda_diff)
+      est = spec.get("estimator", config.loss.estimator) if lam else "none (xcov only)"
+      cost = r.get("cost", {})
+      mem = cost.get("total_bytes")
+      lines.append(
+          f"| {name} (d={last['code_size'] - 2}) | {est} | "
+          f"{_percent(last.get('swap_success'))} | {_percent(last.get('swap_success_true'))} | "
+          f"{last['test_mse']:.4f} | {1e3 * cost.get('seconds_per_step', float('nan')):.2f} ms | "
+          f"{'' if mem is None else f'{mem / 2**20:.1f} MiB'} | "
+          f"{1e3 * last.get('seconds_per_step', float('nan')):.2f} ms |")
+    return "\n".join(lines) + "\n"
 
   # -- evaluation: pure array functions
   def encode(self, params, stats, images: jax.Array) -> jax.Array:

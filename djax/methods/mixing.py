@@ -94,16 +94,14 @@ def classifier_loss(mask_logits: jax.Array, mask: jax.Array) -> jax.Array:
 
 # ----------------------------------------------------------------------------- method
 
-class Mixing:
+class Mixing(base.Method):
   """Mixing/unmixing autoencoders + discriminator + chunk classifier (Hu et al. 2018)."""
 
   groups = ("ae", "dsc", "cls")
-  loss_names = ("loss_mix", "loss_gen", "loss_cls", "loss_rec", "loss_dsc")
 
   def __init__(self, config: ml_collections.ConfigDict, axis_name: str | None = base.AXIS):
+    super().__init__(config, axis_name)
     m = config.model
-    self.config = config
-    self.axis_name = axis_name
     self.n_chunks = m.n_chunks
     self.chunk_size = m.chunk_size
     self.code_size = m.n_chunks * m.chunk_size
@@ -117,22 +115,16 @@ class Mixing:
     self.tx = {g: base.make_optimizer(config.optim[g]) for g in self.groups}
     self.loss = config.loss
 
-  # -- networks as pure functions of (params, batch_stats)
-  def _apply(self, net, params, stats, x, train):
-    variables = {"params": params, **({"batch_stats": stats} if stats else {})}
-    if train and stats:
-      y, new = net.apply(variables, x, train=True, mutable=["batch_stats"])
-      return y, new["batch_stats"]
-    return net.apply(variables, x, train=train), stats
-
+  # -- networks as pure functions of (params, batch_stats): (output, new statistics)
   def encode_fn(self, params, stats, x, train=False):
-    return self._apply(self.encoder, params["ae"]["encoder"], stats["encoder"], x, train)
+    return base.apply_net(self.encoder, params["ae"]["encoder"], stats["encoder"], x, train)
 
   def decode_fn(self, params, stats, f, train=False):
-    y, s = self._apply(self.decoder, params["ae"]["decoder"], stats["decoder"], f, train)
+    y, s = base.apply_net(self.decoder, params["ae"]["decoder"], stats["decoder"], f, train)
     return jnp.tanh(y), s
 
-  def init(self, rng: jax.Array, batch: dict[str, Any]) -> base.TrainState:
+  def init(self, rng: jax.Array, batch: dict[str, Any], previous=None) -> base.TrainState:
+    del previous  # one stage
     x = batch["image"]
     k_enc, k_dec, k_dsc, k_cls, k_state = jax.random.split(rng, 5)
     f = jnp.zeros((x.shape[0], self.code_size), x.dtype)
@@ -172,7 +164,7 @@ class Mixing:
     out, stats = self.forward(params, stats, x1, x2, mask)
     # (x1, x2, x3) on the channel axis, passed in two parts: the data and x3, so that the
     # classifier's first layer forms an input gradient for x3 alone.
-    mask_logits, s_cls = self._apply(self.classifier, params["cls"], stats["cls"],
+    mask_logits, s_cls = base.apply_net(self.classifier, params["cls"], stats["cls"],
                                      (jnp.concatenate([x1, x2], -1), out["x3"]), True)
     stats = {**stats, "cls": s_cls}
     losses = {"loss_mix": mixing_loss(out["x4"], x1),
@@ -197,7 +189,7 @@ class Mixing:
     trainable = {"ae": params["ae"], "cls": params["cls"]}
     (partial_total, x3), ae_pullback, (losses, stats_g, mask_acc) = jax.vjp(
         lambda t: self._ae_cls_loss(t, params, stats, x1, x2, mask), trainable, has_aux=True)
-    dsc = lambda p, s, x: self._apply(self.discriminator, p, s, x, True)
+    dsc = lambda p, s, x: base.apply_net(self.discriminator, p, s, x, True)
     # Real first, then fake from the statistics real left: the order of the running-average
     # updates. In train mode a BatchNorm's output does not depend on its running averages.
     real, real_pullback, s_dsc = jax.vjp(lambda p: dsc(p, stats["dsc"], x1), params["dsc"],
@@ -226,10 +218,7 @@ class Mixing:
     params = state.params
     grads, metrics, new_stats = self.gradients(params, state.batch_stats, x1, x2, mask)
     grads = base.pmean(grads, self.axis_name)
-    new_params, new_opt = {}, {}
-    for g in self.groups:
-      new_params[g], new_opt[g] = base.apply_updates(self.tx[g], grads[g], state.opt_state[g],
-                                                     params[g])
+    new_params, new_opt = base.update_groups(self.tx, grads, state.opt_state, params)
     metrics = base.pmean(metrics, self.axis_name)
     return state.replace(step=state.step + 1, params=new_params, batch_stats=new_stats,
                          opt_state=new_opt), metrics
@@ -239,6 +228,12 @@ class Mixing:
   def encode(self, params, stats, images: jax.Array) -> jax.Array:
     """The code f = Enc(x) (eval mode): [B, n_chunks · chunk_size]."""
     return self.encode_fn(params, stats, images, train=False)[0]
+
+  def decode(self, params, stats, code: jax.Array) -> jax.Array:
+    return self.decode_fn(params, stats, code)[0]
+
+  def code_parts(self) -> dict[str, slice]:
+    return base.chunk_parts(self.n_chunks, self.chunk_size)
 
   def transfer_grids(self, params, stats, sources: jax.Array, targets: jax.Array) -> jax.Array:
     """Attribute transfer as in Fig. 5: for each chunk c, cell (r, s) decodes the code of
@@ -265,7 +260,7 @@ class Mixing:
     return jnp.stack(grids)
 
   def reconstruct(self, params, stats, images: jax.Array) -> jax.Array:
-    return self.decode_fn(params, stats, self.encode(params, stats, images))[0]
+    return self.decode(params, stats, self.encode(params, stats, images))
 
   def eval_images(self, params, stats, images: jax.Array, n: int = 8) -> dict[str, jax.Array]:
     """Grids to look at: one attribute-transfer grid per chunk and input/reconstruction pairs."""
