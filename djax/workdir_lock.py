@@ -90,12 +90,14 @@ class WorkdirLock:
   def __exit__(self, *exc) -> None:
     self.release()
 
-  def _in_use(self, record: dict) -> WorkdirInUseError:
+  def _in_use(self, record: dict, locked: bool) -> WorkdirInUseError:
     pid = record.get("pid")
     stop = f"stop it (kill {pid}) " if pid else "stop it "
+    # A held flock means a live holder; a bare record may outlive a run on another host.
+    gone = "" if locked else f" (if that run is gone, delete {self.path})"
     return WorkdirInUseError(
         f"workdir {self.workdir} is in use by {_describe(record)}; wait for that run to finish "
-        f"or {stop}or choose another --workdir (if that run is gone, delete {self.path})")
+        f"or {stop}or choose another --workdir{gone}")
 
   def acquire(self) -> None:
     if self.path in _held:
@@ -115,15 +117,15 @@ class WorkdirLock:
           fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
           flocked = True
         except BlockingIOError:
-          raise self._in_use(_read_record(fd)) from None
+          raise self._in_use(_read_record(fd), locked=True) from None
         except OSError as e:
           if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
             raise
       record = _read_record(fd)
-      if record.get("pid"):
-        same_host = record.get("host") == socket.gethostname()
+      same_host = record.get("host") == socket.gethostname()
+      if record.get("pid") and not (same_host and record["pid"] == os.getpid()):
         if not flocked and not (same_host and not _pid_alive(int(record["pid"]))):
-          raise self._in_use(record)
+          raise self._in_use(record, locked=False)
         # With flock held, a leftover record is a run that ended without releasing the lock
         # (killed, or its host rebooted): the kernel already let go of it.
         log.warning("workdir %s: the run that held it (%s) is gone; taking over its lock",
