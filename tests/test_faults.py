@@ -332,6 +332,23 @@ def test_stale_lock_with_a_dead_pid_is_taken_over(tmp_path, caplog):
   assert f"pid {dead.pid}" in caplog.text and "taking over" in caplog.text
 
 
+def test_without_flock_the_record_is_the_lock(tmp_path, monkeypatch):
+  """File systems without flock: a live pid on this host blocks, a dead one is taken over."""
+  import socket
+  monkeypatch.setattr(workdir_lock, "fcntl", None)
+  live = subprocess.Popen(["sleep", "30"])
+  try:
+    (tmp_path / ".lock").write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(),
+                                                "since": 0}))
+    with pytest.raises(workdir_lock.WorkdirInUseError, match=f"pid {live.pid}.*delete"):
+      workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+  finally:
+    live.kill()
+    live.wait()
+  with workdir_lock.WorkdirLock(str(tmp_path)):
+    assert json.load(open(tmp_path / ".lock"))["pid"] == os.getpid()
+
+
 # -- full and read-only disks ----------------------------------------------------------------
 
 @pytest.fixture
