@@ -243,10 +243,15 @@ class Checkpointer:
   * ``save`` and ``mark_good`` raise ``CheckpointWriteError`` (an ``OSError``) when the disk is
     full or not writable; the previous steps are untouched.
 
-  For readers (``djax.evaluate``): ``restore(state_like, step=N)`` verifies step N and raises
-  ``CheckpointCorruptError`` naming the file if it is damaged (nothing is moved);
-  ``latest_good_step()`` is the newest step whose files pass their checks, without moving
-  anything; ``restore_config(step)`` reads a step's config alone.
+  For readers (``djax.evaluate``, a next stage loading its teacher), which move nothing:
+  ``restore(state_like, step=N)`` verifies step N and raises ``CheckpointCorruptError``
+  naming the file if it is damaged; ``latest_good_step()`` is the newest step whose files
+  pass their checks; ``restore_config(step)`` reads a step's config alone;
+  ``restore_untargeted(step=None)`` restores a step as saved (nested dicts), verified.
+
+  One process writes a ``checkpoints`` directory at a time: hold ``WorkdirLock(workdir)``
+  (re-exported here from ``djax.workdir_lock``) around a run. Damaged steps are moved and old
+  ones removed only on process 0.
   """
 
   def __init__(self, directory: str, max_to_keep: int | None = 3):
