@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -24,6 +25,7 @@ def _state(step: int) -> dict:
   # (smaller arrays are inlined in the b-tree nodes) and incompressible.
   return {"params": {"kernel": rng.standard_normal((64, 64)).astype(np.float32),
                      "bias": rng.standard_normal(8).astype(np.float32)},
+          "ema": rng.standard_normal(4).astype(ml_dtypes.bfloat16),
           "step": np.int32(step), "key": rng.integers(0, 2**32, 2, dtype=np.uint32)}
 
 
