@@ -662,14 +662,5 @@ class Checkpointer:
     return self.manager.restore(step, args=ocp.args.Composite(
         config=ocp.args.JsonRestore()))["config"]
 
-  def restore_raw(self, step: int) -> dict:
-    """The state saved at ``step`` as nested dicts of numpy arrays, without a target."""
-    out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    return out["state"]
-
-  def restore_config(self, step: int) -> dict:
-    return self.manager.restore(step, args=ocp.args.Composite(
-        config=ocp.args.JsonRestore()))["config"]
-
   def close(self) -> None:
     self.manager.close()

@@ -52,7 +52,7 @@ def load_run(workdir: str, step: int | None = None, overrides: dict | None = Non
     except Exception:  # older layouts: the resolved config the trainer writes
       with open(os.path.join(workdir, "config.json")) as f:
         cfg = json.load(f)
-    raw = ckpt.restore_raw(step)
+    raw = ckpt.restore_untargeted(step)[0]
   finally:
     ckpt.close()
   config = ml_collections.ConfigDict(cfg)

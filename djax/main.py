@@ -76,16 +76,29 @@ def main(argv):
     jax.config.update("jax_compilation_cache_dir", _COMPILE_CACHE.value)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   from djax import stages, train  # after flag parsing: keeps --help fast
-  config = _CONFIG.value
+  try:
+    config = _CONFIG.value
+    config.get("method")  # a file that failed to load raises here, at first use
+  except Exception as e:
+    if _TRACEBACK.value:
+      raise
+    sys.exit(f"djax: error: {_config_error(e, sys.argv)}\n(--traceback shows where it came "
+             f"from)")
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
   logging.info("workdir: %s", workdir)
   print(f"djax: training {config.method} on {config.data.name}; workdir {workdir}", flush=True)
+  from djax import checkpoint, workdir_lock
   try:
     summary = stages.main(config, workdir)  # one run, its stages, or its variants
-  except (ValueError, FileNotFoundError, train.NonFiniteLossError) as e:
+  except KeyboardInterrupt:  # a second Ctrl-C: the last checkpoint stays as it was
+    print("djax: aborted; the last checkpoint is intact, rerun to resume", file=sys.stderr,
+          flush=True)
+    os._exit(130)  # no teardown of loader and writer threads mid-flight
+  except (ValueError, FileNotFoundError, train.NonFiniteLossError, train.DivergenceError,
+          checkpoint.CheckpointError, workdir_lock.WorkdirError, OSError) as e:
     if _TRACEBACK.value:
       raise
-    sys.exit(f"djax: error: {e}\n(--traceback shows where it came from)")
+    sys.exit(f"djax: error: {_one_line(e)}\n(--traceback shows where it came from)")
   if summary.get("stopped_by"):
     how = ("the same command" if _WORKDIR.value
            else f"the same command with --workdir={workdir}")  # the default is a new directory
@@ -93,5 +106,55 @@ def main(argv):
           f"to resume", flush=True)
 
 
+def _one_line(e: BaseException) -> str:
+  text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+  if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
+    text += f": {e.filename}"
+  return " ".join(text.replace("\\n", " ").split())
+
+
+def _config_error(e: BaseException, argv) -> str:
+  """One line for an error raised while loading the config file or applying an override."""
+  import re
+  chain = []
+  while e is not None:
+    chain.append(e)
+    e = e.__cause__ or e.__context__
+  text = " ".join(str(c) for c in chain)
+  key = next((c for c in reversed(chain) if isinstance(c, KeyError)), None)
+  if key is not None:
+    name = str(key.args[0]).strip("'\"").split("\n")[0].strip("'\"") if key.args else "?"
+    arg = next((a for a in argv if a.startswith("--config.") and name in a), None)
+    hint = re.search(r'Did you mean \\?"([^"\\]+)\\?"', text)
+    return (f"unknown config key {name!r}" + (f" in {arg.split('=')[0]}" if arg else "")
+            + (f"; did you mean {hint.group(1)!r}?" if hint else "; check the spelling"))
+  syntax = next((c for c in chain if isinstance(c, SyntaxError)), None)
+  if syntax is not None:
+    return (f"the config file {syntax.filename} has a syntax error at line {syntax.lineno}: "
+            f"{syntax.msg}")
+  missing = next((c for c in chain if isinstance(c, FileNotFoundError)), None)
+  if missing is not None or "Failed loading config file" in text:
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "?")
+    return (f"config file {path.split(':')[0]!r} not found; pass a python file with "
+            f"get_config, e.g. --config=experiments/mixing_sprites.py:small")
+  return _one_line(chain[0])
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a bad config (a misspelt or ill-typed override) reported in
+  one line that names the problem."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    if "--traceback" in argv:
+      raise
+    sys.exit(f"djax: error: {_config_error(e, argv)}\n(python -m djax.main --help lists the "
+             f"flags)")
+  except Exception as e:  # raised while loading the config file or applying an override
+    if "--traceback" in argv:
+      raise
+    sys.exit(f"djax: error: {_config_error(e, argv)}\n(--traceback shows where it came from)")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -60,7 +60,7 @@ def final_state(stage_dir: str) -> tuple[dict, int]:
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {stage_dir}/checkpoints: the previous stage "
                               f"must finish before the next one starts")
-    state = ckpt.restore_raw(step)
+    state = ckpt.restore_untargeted(step)[0]
   finally:
     ckpt.close()
   return state, step

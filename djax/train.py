@@ -18,6 +18,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -60,6 +61,7 @@ class MetricWriter:
   def close(self) -> None:
     if self.tb:
       self.tb.close()
+      self.tb = None
 
 
 class _StopRequest:
@@ -172,22 +174,94 @@ def create_state(method, config, train_data, previous=None) -> base.TrainState:
   return jax.jit(method.init)(jax.random.PRNGKey(config.seed), example, previous)
 
 
-def check_config(method, config) -> None:
-  """What can be checked before any work: the metrics the method can support."""
+def check_config(method, config, num_devices: int | None = None) -> None:
+  """What can be checked before any work: counters and sizes, and the metrics the method
+  can support. Each problem is one line naming the key and the fix."""
+  tc = config.train
+  for key, low in (("steps", 1), ("batch_size", 1), ("log_every", 1), ("save_every", 1),
+                   ("keep_checkpoints", 1), ("eval_every", 0)):
+    value = tc.get(key, low)
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+      raise ValueError(f"config.train.{key} is {value!r}; it must be an integer >= {low} "
+                       f"(--config.train.{key}=...)")
+  total = (num_devices or 1) * jax.process_count()
+  if tc.batch_size % total:
+    raise ValueError(f"config.train.batch_size={tc.batch_size} does not split over {total} "
+                     f"devices; use a multiple of {total} or set --config.num_devices")
+  factor = tc.get("divergence_factor", 0) or 0
+  if factor and factor <= 1:
+    raise ValueError(f"config.train.divergence_factor={factor}: use a factor > 1 (e.g. 100) "
+                     f"or 0 to turn the divergence guard off")
   evaluation.check_metrics(method, config.eval.get("metrics", ()) or ())
+
+
+def _truncate_metrics(path: str, last_step: int, write: bool = True
+                      ) -> list[tuple[int, dict[str, float]]]:
+  """metrics.jsonl keeps each step once: rows past the restored step (written before the
+  run was stopped, and replayed now) are dropped, atomically (``write``: process 0 only).
+  Returns the losses of the rows kept."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    lines = f.readlines()
+  keep, rows = [], []
+  for line in lines:
+    try:
+      row = json.loads(line)
+    except ValueError:  # a half-written last row of a killed run
+      continue
+    if row.get("step", 0) <= last_step:
+      keep.append(line if line.endswith("\n") else line + "\n")
+      rows.append((int(row["step"]), {k: v for k, v in row.items()
+                                       if k.startswith("loss") and isinstance(v, (int, float))}))
+  if write and len(keep) != len(lines):
+    from djax import fileio
+    fileio.write_text(path, "".join(keep))
+  return rows
+
+
+class DivergenceError(FloatingPointError):
+  pass
+
+
+def diverged(history: list[tuple[int, dict[str, float]]], factor: float, window: int = 20):
+  """(step, key, value, median) of the first loss in the last log row that exceeds
+  ``factor`` times the median of its previous ``window`` rows' magnitudes, else None."""
+  if not factor or len(history) < 6:
+    return None
+  step, last = history[-1]
+  for k, v in last.items():
+    if not k.startswith("loss"):
+      continue
+    past = [abs(r[k]) for _, r in history[-window - 1:-1] if k in r]
+    med = float(np.median(past)) if past else 0.0
+    if med > 0 and abs(v) > factor * med:
+      return step, k, v, med
+  return None
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        previous=None) -> dict[str, Any]:
   """Trains ``config.method`` for ``config.train.steps`` steps in ``workdir``, resuming from
-  the latest checkpoint there; evaluates at the end. ``previous``: the previous stage's
-  final state, for a method whose ``init`` starts from it. Returns the last metrics and eval."""
+  the newest intact checkpoint there; evaluates at the end. ``previous``: the previous
+  stage's final state, for a method whose ``init`` starts from it. One run per workdir (a
+  lock). Returns the last metrics and eval."""
   initialize_distributed(config)
-  main = is_main_process()
   devices = local_devices(config)
   method = methods.create(config)
-  check_config(method, config)
+  check_config(method, config, len(devices))
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir {workdir} is a file; choose a directory")
   os.makedirs(workdir, exist_ok=True)
+  if not is_main_process():
+    return _train(method, config, workdir, devices, previous)
+  from djax.workdir_lock import WorkdirLock
+  with WorkdirLock(workdir):
+    return _train(method, config, workdir, devices, previous)
+
+
+def _train(method, config, workdir, devices, previous) -> dict[str, Any]:
+  main = is_main_process()
   tc = config.train
   train_data = pipeline.get_dataset(config.data, "train", batch_size=tc.batch_size,
                                     num_devices=len(devices), seed=config.seed,
@@ -197,13 +271,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   state = create_state(method, config, train_data, previous)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), tc.keep_checkpoints)
   if ckpt.latest_step() is not None:
-    state, _ = ckpt.restore(state)
+    state, _, step, quarantined = ckpt.restore_latest_good(state, quarantine=main)
     if main:
-      print(f"resumed from step {int(state.step)} in {workdir}", flush=True)
+      moved = (f"; {len(quarantined)} damaged checkpoint(s) moved to {ckpt.directory}/corrupt"
+               if quarantined else "")
+      print(f"resumed from step {step} in {workdir}{moved}", flush=True)
   start = int(state.step)
   if main:
     from djax import fileio
     fileio.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+  logged = _truncate_metrics(os.path.join(workdir, "metrics.jsonl"), start, write=main)
 
   # pmap spans every process's devices; ``devices`` is given only to use fewer than all
   # local devices of a single process (it must list every device when there are several).
@@ -211,9 +288,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                     devices=devices if jax.process_count() == 1 else None, donate_argnums=(0,))
   rstate = replicate(state, devices)
   writer = MetricWriter(workdir, tensorboard=config.get("tensorboard", True)) if main else None
-  history: list[tuple[int, dict[str, float]]] = []
+  # The divergence guard's running median continues across a resume.
+  history: list[tuple[int, dict[str, float]]] = logged
   pending: list[tuple[int, Any]] = []
   summary: dict[str, Any] = {"start_step": start}
+  sound = {"ok": True}  # False once a metric went non-finite or diverged (nothing marked good)
+  # Dispatch runs ahead of the device; waiting on the step ``in_flight`` back keeps a stop
+  # (and the progress bar) within a few steps of the real work.
+  in_flight = max(1, int(tc.get("max_steps_in_flight", 2)))
+  factor = float(tc.get("divergence_factor", 0) or 0)
+
+  def last_good() -> str:
+    return f"step {ckpt.good_step() if ckpt.good_step() is not None else ckpt.latest_step()}"
 
   def flush() -> dict[str, float]:
     """Fetches pending metrics (the only regular host sync), logs their mean, checks them."""
@@ -223,20 +309,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     rows = [(s, {k: float(v) for k, v in m.items()}) for (s, _), m in zip(pending, fetched)]
     pending.clear()
     bad = first_nonfinite(rows)
-    if bad and tc.get("halt_on_nonfinite", True):
-      s, k, v = bad
-      raise NonFiniteLossError(
-          f"{k} became {v} at step {s}; stopped without saving, the last good checkpoint in "
-          f"{ckpt.directory} is step {ckpt.latest_step()}. Lower the learning rate or set "
-          f"--config.train.halt_on_nonfinite=False to keep going")
+    if bad:
+      sound["ok"] = False
+      if tc.get("halt_on_nonfinite", True):
+        s, k, v = bad
+        raise NonFiniteLossError(
+            f"{k} became {v} at step {s}; stopped without saving, the last good checkpoint in "
+            f"{ckpt.directory} is {last_good()}. Lower the learning rate or set "
+            f"--config.train.halt_on_nonfinite=False to keep going")
     mean = {k: float(np.mean([r[k] for _, r in rows])) for k in rows[-1][1]}
     history.append((rows[-1][0], mean))
+    div = diverged(history, factor)
+    if div:
+      sound["ok"] = False
+      s, k, v, med = div
+      raise DivergenceError(
+          f"{k} became {v:.4g} at step {s}, over {factor:g} x its running median {med:.4g}; "
+          f"stopped without saving, the last good checkpoint in {ckpt.directory} is "
+          f"{last_good()}. Lower the learning rate or raise/disable "
+          f"--config.train.divergence_factor")
     return mean
 
   from tqdm.auto import tqdm
   bar = tqdm(total=tc.steps, initial=start, desc=config.method, unit="step", dynamic_ncols=True,
              disable=not (config.get("progress_bar", True) and main))
   t_last, step_last = time.time(), start
+  finished = start
   try:
     with _StopRequest() as stop:
       it = train_data.iterate(start)
@@ -247,6 +345,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         rstate, metrics = p_step(rstate, batch)
         pending.append((step + 1, metrics))
         done = step + 1
+        if len(pending) > in_flight:
+          jax.block_until_ready(pending[-in_flight - 1][1])
+          bar.update(pending[-in_flight - 1][0] - finished)
+          finished = pending[-in_flight - 1][0]
         # Read once: a signal that lands later in this step (typically while the log step
         # waits for the device) is handled at the next one, never by a break without a save.
         stopping = stop.requested
@@ -260,12 +362,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           if writer:
             writer.write(done, scalars)
           bar.set_postfix({k: f"{v:.3g}" for k, v in scalars.items()
-                           if k.startswith("loss") or k == "steps_per_second"}, refresh=False)
+                           if (k.startswith("loss") and _shown(config, k))
+                           or k == "steps_per_second"}, refresh=False)
+          bar.update(done - finished)
+          finished = done
           summary["metrics"] = scalars
-        bar.update(1)
         if done % tc.save_every == 0 or last:
           flush()
           ckpt.save(done, unreplicate(rstate), config.to_dict())
+          if sound["ok"]:
+            ckpt.mark_good(done)
         if tc.eval_every and done % tc.eval_every == 0 and not last and main:
           write_samples(method, unreplicate(rstate), config, workdir, done, writer)
         if stopping:
@@ -273,6 +379,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           break
   finally:
     bar.close()
+    if writer and "end_step" not in summary and sys.exc_info()[0] is not None:
+      writer.close()
   state = unreplicate(rstate)
   summary["end_step"] = int(state.step)
   if "stopped_by" not in summary and int(state.step) >= tc.steps and main:
@@ -284,6 +392,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.close()
   ckpt.close()
   return summary
+
+
+def _shown(config, loss_key: str) -> bool:
+  """A loss whose weight is zero (``loss.lambda_<name>`` = 0) is left out of the progress
+  line; metrics.jsonl keeps it."""
+  name = loss_key[len("loss_"):]
+  lam = config.get("loss", {}).get(f"lambda_{name}", None) if "loss" in config else None
+  return lam is None or lam != 0
 
 
 def write_samples(method, state, config, workdir: str, step: int, writer=None) -> list[str]:

@@ -49,7 +49,7 @@ def _losses(workdir):
 def _params(workdir):
   from djax import checkpoint
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
-  state = ckpt.restore_raw(ckpt.latest_step())
+  state = ckpt.restore_untargeted()[0]
   ckpt.close()
   return state["params"]
 

@@ -1,0 +1,102 @@
+"""Faults seen through the trainer: a damaged latest checkpoint mid-run, a second run on the
+same workdir, a diverging loss, a resume's metrics.jsonl, and bad counters. Each case checks
+that nothing good is lost (checkpoint-level cases: tests/test_faults.py)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import tiny_mixing_config
+from djax import checkpoint, methods, train, workdir_lock
+from djax.data import pipeline
+from test_faults import _data_file, _flip_middle, _holder
+
+
+def _config(steps, save_every=2):
+  c = tiny_mixing_config(steps=steps)
+  c.num_devices = 1
+  c.eval.at_end = False
+  c.train.save_every = save_every
+  c.train.keep_checkpoints = 5
+  return c
+
+
+def _final_params(workdir, c):
+  data = pipeline.get_dataset(c.data, "train", batch_size=c.train.batch_size, num_devices=1,
+                              seed=c.seed, pairing=c.data.get("pairing"))
+  like = train.create_state(methods.create(c), c, data)
+  ck = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
+  state, _ = ck.restore(like, ck.latest_step())
+  return state.params
+
+
+def _steps(workdir):
+  return [json.loads(l)["step"] for l in open(os.path.join(workdir, "metrics.jsonl"))]
+
+
+def test_damaged_latest_checkpoint_mid_run_resumes_from_the_previous_one(tmp_path, capsys):
+  ref, run = str(tmp_path / "ref"), str(tmp_path / "run")
+  train.train_and_evaluate(_config(6), ref)
+  train.train_and_evaluate(_config(4), run)
+  _flip_middle(_data_file(os.path.join(run, "checkpoints", "4")))
+  train.train_and_evaluate(_config(6), run)
+  assert "resumed from step 2" in capsys.readouterr().out
+  assert os.listdir(os.path.join(run, "checkpoints", "corrupt")) == ["4-checksum"]  # kept
+  c = _config(6)
+  for a, b in zip(*(jax_leaves(_final_params(w, c)) for w in (ref, run))):
+    np.testing.assert_array_equal(a, b)  # the same final state as an uninterrupted run
+  assert _steps(run) == [1, 2, 3, 4, 5, 6]  # replayed steps are logged once
+
+
+def jax_leaves(tree):
+  import jax
+  return jax.tree_util.tree_leaves(tree)
+
+
+def test_a_second_run_on_the_same_workdir_stops_before_any_work(tmp_path):
+  with _holder(tmp_path) as p:
+    with pytest.raises(workdir_lock.WorkdirInUseError, match=f"in use by pid {p.pid}"):
+      train.train_and_evaluate(_config(2), str(tmp_path))
+    p.stdin.write("\n")
+    p.stdin.flush()
+  assert not os.path.exists(tmp_path / "checkpoints")
+  assert not os.path.exists(tmp_path / "metrics.jsonl")
+
+
+def test_divergence_stops_and_keeps_the_checkpoint_before_it(tmp_path, monkeypatch):
+  w = str(tmp_path)
+  c = _config(8)
+  c.train.keep_checkpoints = 1
+  c.train.divergence_factor = 100.0
+  from djax.methods import mixing
+  real = mixing.mixing_loss
+  # Six sound steps, then (a new process would do the same: the running median is read back
+  # from metrics.jsonl) a loss 1e6 x larger from step 7 on.
+  train.train_and_evaluate(_config(6, save_every=2), w)
+  monkeypatch.setattr(mixing, "mixing_loss", lambda x4, x1: real(x4, x1) * 1e6)
+  with pytest.raises(train.DivergenceError, match=r"loss_mix became .* at step 7, over 100 x "
+                                                  r"its running median"):
+    train.train_and_evaluate(c, w)
+  ck = checkpoint.Checkpointer(os.path.join(w, "checkpoints"))
+  assert ck.latest_step() == 6 and ck.good_step() == 6  # nothing after the divergence saved
+
+
+@pytest.mark.parametrize("key,value", [("steps", 0), ("steps", -5), ("save_every", 0),
+                                       ("log_every", 0), ("batch_size", 0)])
+def test_bad_counters_fail_before_any_work(tmp_path, key, value):
+  c = _config(2)
+  c.train[key] = value
+  with pytest.raises(ValueError, match=f"config.train.{key} is {value}"):
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")
+
+
+def test_a_batch_that_does_not_split_over_the_devices_fails_before_any_work(tmp_path):
+  c = _config(2)
+  c.num_devices = 3
+  c.train.batch_size = 8
+  with pytest.raises(ValueError, match="does not split over 3 devices"):
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")
