@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from benchmarks import conv_transpose_forms  # noqa: F401  (subpixel, phase)
 from djax.nn.conv import Conv
 from djax.nn.conv_transpose import ConvTranspose
 from djax.nn.pool import max_pool

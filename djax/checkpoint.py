@@ -43,8 +43,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from djax.workdir_lock import WorkdirError, WorkdirInUseError, WorkdirLock  # noqa: F401
-
 log = logging.getLogger(__name__)
 
 FILES_NAME = "djax_files.json"

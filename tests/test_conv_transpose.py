@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
+import benchmarks.conv_transpose_forms  # noqa: F401  (registers 'subpixel' and 'phase')
 from djax.nn.conv_transpose import ConvTranspose, conv_transpose, resolve_impl
 
 IMPLS = ("col2im", "subpixel", "phase", "native")

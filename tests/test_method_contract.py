@@ -18,7 +18,7 @@ import optax
 import pytest
 
 import djax
-from djax import evaluation, methods, stages, train
+from djax import methods, stages, train
 from djax.methods import base
 
 

@@ -37,6 +37,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 AXIS = "batch"  # the pmap axis: gradients, metrics and BatchNorm statistics average over it
@@ -133,9 +134,8 @@ def require(method, needs: Sequence[str], what: str) -> None:
                      f"or use a method that has it")
 
 
-def code_part_columns(method, code_size: int) -> dict[str, "np.ndarray"]:
+def code_part_columns(method, code_size: int) -> dict[str, np.ndarray]:
   """Name -> column indices of each declared part of the code."""
-  import numpy as np
   cols = np.arange(code_size)
   return {name: cols[part] for name, part in method.code_parts().items()}
 

@@ -1,10 +1,9 @@
 """Convolution that XLA:CPU differentiates quickly (the encoder-side twin of conv_transpose).
 
 Why: XLA:CPU can compute the *kernel gradient* of ``lax.conv_general_dilated`` very slowly
-(on a 2-core AVX2 EPYC, a 1x1 conv at 64x16x16x256->128: forward 97 ms, d/dkernel 2.5 s;
-50 ms on a Zen 4, whose strided convolutions still differentiate 1.1-4x slower than
-im2col), and every conv layer of every encoder, discriminator and classifier pays it once
-per train step. :func:`resolve_impl` says which layers keep the native op.
+on some CPUs, and every conv layer of every encoder, discriminator and classifier pays it
+once per train step. :func:`resolve_impl` says which layers keep the native op (the
+measurements behind the rule: README, "Speed").
 
 ``'im2col'`` computes exactly the same function as ``flax.linen.Conv`` as one GEMM over
 the ``kh*kw`` shifted, strided views of the padded input (concatenated on the channel
@@ -73,26 +72,12 @@ def resolve_impl(impl: str, strides: Sequence[int] | None = None,
   3x3..5x5 kernels whose channel counts make it pay (:func:`_winograd_gain` at least
   ``WINOGRAD_MIN_GAIN``; needs ``channels`` and ``pads``), else 'native' (the rule
   ``conv_transpose.resolve_impl`` applies to its stride-1 layers); 'im2col' for every other
-  layer, and without shape information. Measured on a 2-core Zen 4 (AVX-512), batch 64,
-  forward+backward (``python -m benchmarks.conv_transpose --conv``):
-
-  * the chunk classifier's stride-1 layers (k5 16x16x96->256, k3 8x8x256->384->384->256):
-    Winograd 137 / 78 / 116 / 76 ms against native 368 / 123 / 204 / 123, im2col
-    366 / 115 / 173 / 126 and PyTorch 242 / 90 / 134 / 89 (gains 1470, 1040, 1300, 1040);
-  * Lezama's SVHN encoder (k3 16x16x64->128, 8x8x128->256; gains 288, 576): 36 / 32 ms
-    against the best other 47 / 40; k3 32x32x64->64 (gain 216): 104 vs 122; k5
-    16x16x32->64 (448): 24 vs 42;
-  * it loses where the work is small (k3 8x8x48->96, 2.7M multiplies per example: 12 vs
-    7 ms; 4x4 maps: 7-9 vs 4-7 ms) or the input has 3 channels (gain 19: 33 vs 7 ms). On a
-    decoder's small maps the transformed kernel dominates, so ConvTranspose does not use it
-    (k4/s2 layers as Winograd sub-pixel or phase convolutions: 212-454 vs 142-300 ms);
-  * stride 1, k3/k5 otherwise: native 118-377 ms, im2col 127-433 ms; XLA:CPU hands these
-    to its YNNPACK convolution, which skips the ``k*k``-times larger patch tensor;
-  * stride 2 (encoders, discriminators, the classifier's k8 conv1) and 1x1: im2col is
-    faster, up to 4x where the input has 3 channels (7.5 vs 28 ms);
-  * an older 2-core AVX2 EPYC computed native kernel gradients 10-25x slower than im2col
-    (stride-1 1x1 too); there a whole native classifier was 1.25x slower. Pass
-    ``impl='im2col'`` (``SpecNet(conv_impl='im2col')``) on such a machine.
+  layer, and without shape information. Winograd loses where the work is small or the input
+  has 3 channels, and a decoder's small maps make its transformed kernel dominate, hence the
+  gain threshold; strided and 1x1 layers gain most from im2col's GEMMs. The per-layer
+  figures behind this rule are in README's speed section (``python -m benchmarks.
+  conv_transpose --conv`` measures them). On a CPU whose native kernel gradients are slow
+  everywhere, pass ``impl='im2col'`` (``SpecNet(conv_impl='im2col')``).
   """
   if impl not in _IMPLS:
     raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
@@ -191,8 +176,7 @@ class Conv(nn.Module):
     The sequence form computes the same convolution of their concatenation, as a sum of
     convolutions with the matching slices of one kernel (same parameters). Autodiff then
     forms no input gradient for the parts that need none: the chunk classifier of Hu et al.
-    reads (x1, x2, x3), and only x3 carries a gradient (-55 ms per mixing step at the paper
-    config).
+    reads (x1, x2, x3), and only x3 carries a gradient.
     """
     parts = [inputs] if not isinstance(inputs, (list, tuple)) else list(inputs)
     if not parts or any(p.shape[:-1] != parts[0].shape[:-1] for p in parts):
