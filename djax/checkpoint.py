@@ -43,6 +43,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from djax import fileio
+
 log = logging.getLogger(__name__)
 
 FILES_NAME = "djax_files.json"
@@ -115,30 +117,6 @@ def _array_record(tree, config) -> dict:
     a = np.asarray(leaf)
     arrays[path] = {"dtype": a.dtype.name, "shape": list(a.shape), "crc32": _crc_array(a)}
   return {"format": _FORMAT, "arrays": arrays, "config_crc32": _config_crc(config)}
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  try:
-    with open(tmp, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    try:
-      os.remove(tmp)
-    except OSError:
-      pass
-    raise
-  try:  # the rename itself reaches the disk with the directory
-    dfd = os.open(os.path.dirname(path), os.O_RDONLY)
-    try:
-      os.fsync(dfd)
-    finally:
-      os.close(dfd)
-  except OSError:
-    pass
 
 
 _WRITE_ERRNOS = {
@@ -360,7 +338,7 @@ class Checkpointer:
           if rel == FILES_NAME or rel.startswith(FILES_NAME + ".tmp"):
             continue
           files[rel] = {"size": os.path.getsize(full), "crc32": _crc_file(full)}
-      _atomic_write(os.path.join(root, FILES_NAME),
+      fileio.write_bytes(os.path.join(root, FILES_NAME),
                     json.dumps({"format": _FORMAT, "files": files}, sort_keys=True).encode())
     except OSError as e:
       log.warning("checkpoint step %d in %s: could not write its file list %s (%s); the step "
@@ -380,7 +358,7 @@ class Checkpointer:
   def _write_keep_record(self, record: dict) -> None:
     path = os.path.join(self.directory, KEEP_NAME)
     try:
-      _atomic_write(path, json.dumps(record, sort_keys=True).encode())
+      fileio.write_bytes(path, json.dumps(record, sort_keys=True).encode())
     except OSError as e:
       no = _write_errno(e) or errno.EIO
       raise CheckpointWriteError(

@@ -26,15 +26,36 @@ def jsonable(x: Any) -> Any:
   return x
 
 
-def write_text(path: str, text: str) -> str:
+def write_bytes(path: str, data: bytes) -> str:
+  """Writes ``data`` to ``path`` atomically (temporary file, fsync, rename, directory fsync);
+  a failed write leaves no temporary file behind."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  tmp = f"{path}.tmp-{os.getpid()}"
+  try:
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    try:
+      os.remove(tmp)
+    except OSError:
+      pass
+    raise
+  try:  # the rename itself reaches the disk with the directory
+    dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+      os.fsync(dfd)
+    finally:
+      os.close(dfd)
+  except OSError:
+    pass
   return path
+
+
+def write_text(path: str, text: str) -> str:
+  return write_bytes(path, text.encode())
 
 
 def write_json(path: str, obj: Any) -> str:

@@ -160,8 +160,10 @@ def first_nonfinite(history: list[tuple[int, dict[str, float]]]):
   return None
 
 
-def _make_step(method):
+def _make_step(method, traces: list | None = None):
   def step_fn(state, batch):
+    if traces is not None:
+      traces.append(1)  # runs once per trace: a second trace is a second compile
     # Step keys derive from (base key, step): the same draws after a resume.
     return method.train_step(state, batch, jax.random.fold_in(state.rng, state.step))
   return step_fn
@@ -284,7 +286,8 @@ def _train(method, config, workdir, devices, previous) -> dict[str, Any]:
 
   # pmap spans every process's devices; ``devices`` is given only to use fewer than all
   # local devices of a single process (it must list every device when there are several).
-  p_step = jax.pmap(_make_step(method), axis_name=base.AXIS,
+  traces: list = []
+  p_step = jax.pmap(_make_step(method, traces), axis_name=base.AXIS,
                     devices=devices if jax.process_count() == 1 else None, donate_argnums=(0,))
   rstate = replicate(state, devices)
   writer = MetricWriter(workdir, tensorboard=config.get("tensorboard", True)) if main else None
@@ -383,6 +386,7 @@ def _train(method, config, workdir, devices, previous) -> dict[str, Any]:
       writer.close()
   state = unreplicate(rstate)
   summary["end_step"] = int(state.step)
+  summary["train_step_traces"] = len(traces)
   if "stopped_by" not in summary and int(state.step) >= tc.steps and main:
     write_samples(method, state, config, workdir, int(state.step), writer)
     if config.eval.get("at_end", True) and config.eval.metrics:

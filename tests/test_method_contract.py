@@ -142,6 +142,7 @@ def test_a_method_defined_outside_djax_trains_evaluates_draws_and_resumes(tmp_pa
   wd = str(tmp_path / "run")
   c = _config()
   out = train.train_and_evaluate(c, wd)
+  assert out["train_step_traces"] == 1  # compiled once, log and save steps included
   ev = json.load(open(os.path.join(wd, "eval.json")))
   assert set(ev["results"]) == {"retrieval_map", "reconstruction_mse"}
   assert ev["headline"]["reconstruction_mse"] == out["eval"]["headline"]["reconstruction_mse"]

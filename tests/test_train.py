@@ -35,7 +35,8 @@ def test_same_seed_same_losses_bit_for_bit(tmp_path):
   c = tiny_mixing_config(steps=3)
   c.num_devices = 1
   c.eval.at_end = False
-  train.train_and_evaluate(c, str(tmp_path / "a"))
+  out = train.train_and_evaluate(c, str(tmp_path / "a"))
+  assert out["train_step_traces"] == 1  # the mixing step compiles once per run
   train.train_and_evaluate(c, str(tmp_path / "b"))
   a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
   assert len(a) == 3 and a == b
