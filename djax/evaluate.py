@@ -108,8 +108,15 @@ def main(argv):
     if not sep:
       raise app.UsageError(f"--set needs KEY=VALUE, got {item!r}")
     overrides[key] = _parse(value)
-  evaluate_run(f.workdir, step=f.step, metrics=f.metrics, split=f.split, out=f.out,
-               overrides=overrides)
+  import sys
+
+  from djax import checkpoint
+  try:
+    evaluate_run(f.workdir, step=f.step, metrics=f.metrics, split=f.split, out=f.out,
+                 overrides=overrides)
+  except (ValueError, FileNotFoundError, KeyError, checkpoint.CheckpointError) as e:
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    sys.exit(f"djax.evaluate: error: {' '.join(text.split())}")
 
 
 if __name__ == "__main__":
