@@ -97,6 +97,16 @@ def test_intra_class_diversity():
 
 # ----------------------------------------------------------------------------- scores
 
+def _original_inception_score(preds, splits=10):
+  """The original Inception Score code's loop (Salimans et al.'s model.py), as printed."""
+  scores = []
+  for i in range(splits):
+    part = preds[(i * preds.shape[0] // splits):((i + 1) * preds.shape[0] // splits), :]
+    kl = part * (np.log(part) - np.log(np.expand_dims(np.mean(part, 0), 0)))
+    scores.append(np.exp(np.mean(np.sum(kl, 1))))
+  return np.mean(scores), np.std(scores)
+
+
 def test_inception_score_formula():
   k = 5
   assert generation.inception_score(np.eye(k)[np.arange(100) % k])["score"] == pytest.approx(k)
@@ -104,6 +114,20 @@ def test_inception_score_formula():
   assert generation.inception_score(np.eye(k)[np.zeros(50, int)])["score"] == pytest.approx(1.0)
   r = generation.inception_score(np.eye(k)[np.arange(100) % k], splits=10)
   assert r["score"] == pytest.approx(k) and r["std"] == pytest.approx(0)
+
+
+def test_inception_score_splits_as_the_original_code():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(1003, 10)) * 2 + np.eye(10)[rng.integers(0, 10, 1003)] * 3
+  p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+  mean, std = _original_inception_score(p)
+  r = generation.inception_score(p)  # the default: 10 splits
+  assert r["splits"] == 10 and std > 0.01  # parts of ~100 samples do differ
+  assert r["score"] == pytest.approx(mean, rel=1e-9) and r["std"] == pytest.approx(std, rel=1e-9)
+  one = generation.inception_score(p, splits=1)
+  assert one["score"] == pytest.approx(_original_inception_score(p, 1)[0], rel=1e-9)
+  assert one["score"] != pytest.approx(mean, rel=1e-3)
+  assert generation.inception_score(p[:3])["splits"] == 3  # never an empty part
 
 
 def test_swap_and_flip_known_answers():

@@ -12,8 +12,9 @@ and :mod:`djax.metrics.classifier` provides the dataset classifier.
   ``-alpha * sign(y_i)`` (:func:`flip_codes`, alpha = 40 in the paper), decode, success when
   the attribute classifier's decision on the decoded image differs from the original's.
 * :func:`inception_score` — Salimans et al. 2016 as used by Zheng & Sun 2019 (§4.2):
-  ``exp(E_x KL(p(y|x) || p(y)))`` with ``p(y)`` the mean of ``p(y|x)`` over all samples
-  (Zheng & Sun: one split; ``splits=10`` gives the usual mean and std over 10 splits).
+  ``exp(E_x KL(p(y|x) || p(y)))`` with ``p(y)`` the mean of ``p(y|x)`` over a split,
+  mean and std over 10 splits as the original Inception Score code (Zheng & Sun report
+  one split over all samples: ``splits=1``).
   With the Inception network (:mod:`djax.metrics.inception`) it is the Inception Score;
   with a djax-trained dataset classifier it is a *classifier score* and is labelled so.
 * :func:`ms_ssim` — multi-scale SSIM (Wang, Simoncelli & Bovik 2003) as in
@@ -42,8 +43,8 @@ import numpy as np
 __all__ = ["VERSIONS", "swap_success", "flip_codes", "attribute_flip_success", "inception_score",
            "ms_ssim", "intra_class_diversity", "MS_SSIM_WEIGHTS", "SMALL_IMAGES"]
 
-VERSIONS = {"swap_success": "1", "attribute_flip": "1", "inception_score": "1",
-            "classifier_score": "1", "ms_ssim_diversity": "2"}
+VERSIONS = {"swap_success": "1", "attribute_flip": "1", "inception_score": "2",
+            "classifier_score": "2", "ms_ssim_diversity": "2"}
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 SMALL_IMAGES = ("fewer_scales", "raise", "shrink_window")
@@ -77,23 +78,29 @@ def attribute_flip_success(pred_flipped, original) -> dict:
 
 # ----------------------------------------------------------------------------- score
 
-def inception_score(probs, *, splits: int = 1, eps: float = 1e-12) -> dict:
-  """``exp(mean_x KL(p(y|x) || p(y)))`` from class probabilities ``[N, K]``.
-
-  ``splits > 1``: the samples are cut into that many consecutive parts, the score computed
-  on each (its own marginal), and ``{"score": mean, "std": std}`` returned.  Range [1, K].
+def inception_score(probs, *, splits: int = 10, eps: float = 1e-12) -> dict:
+  """``exp(mean_x KL(p(y|x) || p(y)))`` from class probabilities ``[N, K]``, computed on
+  each of ``splits`` consecutive parts (its own marginal ``p(y)``), as the original
+  Inception Score code does (``preds[i * N // splits:(i + 1) * N // splits]``, 10 parts);
+  returns ``{"score": mean over parts, "std": their std}``.  ``splits=1``: one score
+  over all samples (Zheng & Sun's); at most one part per sample.  Range [1, K].
   """
   p = np.asarray(probs, np.float64)
   if p.ndim != 2:
     raise ValueError(f"probs must be [N, K], got {p.shape}")
+  if splits < 1:
+    raise ValueError(f"splits must be >= 1, got {splits}")
   p = p / p.sum(axis=1, keepdims=True)
+  n = p.shape[0]
+  splits = min(int(splits), n)
   scores = []
-  for part in np.array_split(p, splits):
+  for i in range(splits):
+    part = p[i * n // splits:(i + 1) * n // splits]
     marginal = part.mean(axis=0, keepdims=True)
     kl = np.sum(part * (np.log(part + eps) - np.log(marginal + eps)), axis=1)
     scores.append(float(np.exp(kl.mean())))
   return {"score": float(np.mean(scores)), "std": float(np.std(scores)), "splits": splits,
-          "num_samples": int(p.shape[0])}
+          "num_samples": int(n)}
 
 
 # ----------------------------------------------------------------------------- MS-SSIM
