@@ -120,6 +120,42 @@ def test_mutual_info_and_entropy_match_sklearn():
   assert dm.discrete_entropy(b)[1] == pytest.approx(mutual_info_score(b[:, 1], b[:, 1]))
 
 
+def _direct_mig(codes, factors):
+  """disentanglement_lib's compute_mig written out: 20 equal-width bins per dimension,
+  plug-in mutual information and entropy from counts, gap of the two largest / entropy."""
+  n, d = codes.shape
+  disc = [np.digitize(codes[:, i], np.histogram(codes[:, i], 20)[1][:-1]) for i in range(d)]
+  out = {}
+  for name, y in factors.items():
+    def joint_entropy(a, b):
+      _, counts = np.unique(np.stack([a, b]), axis=1, return_counts=True)
+      p = counts / n
+      return -np.sum(p * np.log(p))
+    h = joint_entropy(y, y)
+    mi = sorted(joint_entropy(a, a) + h - joint_entropy(a, y) for a in disc)[::-1]
+    out[name] = (mi[0] - mi[1]) / h if h > 0 else np.nan
+  return out
+
+
+def test_mig_matches_direct_computation_and_leaves_out_a_constant_factor():
+  rng = np.random.default_rng(4)
+  n = 1500
+  f = {"a": rng.integers(0, 4, n), "const": np.full(n, 7), "b": rng.integers(0, 3, n)}
+  codes = np.stack([f["a"] + 0.3 * rng.normal(size=n), f["b"] + f["a"] * 0.2 +
+                    0.5 * rng.normal(size=n), rng.normal(size=n)], 1)
+  ref = _direct_mig(codes, f)
+  with pytest.warns(RuntimeWarning, match="'const'"):
+    res = dm.mig(codes, f)
+  assert np.isnan(res["per_factor"]["const"]) and res["undefined"] == ["const"]
+  for k in ("a", "b"):
+    assert res["per_factor"][k] == pytest.approx(ref[k], abs=1e-12)
+  assert 0.1 < ref["b"] < ref["a"] < 0.9  # neither trivial
+  # the mean of the defined factors, not a 0 for the constant one averaged in
+  assert res["score"] == pytest.approx((ref["a"] + ref["b"]) / 2, abs=1e-12)
+  with pytest.warns(RuntimeWarning):
+    assert np.isnan(dm.mig(codes, {"const": f["const"]})["score"])
+
+
 def test_histogram_discretize_matches_reference_formula():
   x = np.random.default_rng(2).normal(size=(300, 2))
   ref = np.digitize(x[:, 1], np.histogram(x[:, 1], 20)[1][:-1])

@@ -13,11 +13,20 @@ from djax.metrics import generation
 
 # ----------------------------------------------------------------------------- MS-SSIM
 
-def _np_ms_ssim(x, y, max_val, weights=(0.0448, 0.2856, 0.3001, 0.2363, 0.1333)):
+def _np_ms_ssim(x, y, max_val, weights=(0.0448, 0.2856, 0.3001, 0.2363, 0.1333), shrink=False):
   """Wang et al. 2003 written out directly in float64 with scipy: 11x11 Gaussian (sigma
-  1.5, truncated to the image where it is smaller), K1 0.01, K2 0.03, 2x2 mean pooling."""
+  1.5), K1 0.01, K2 0.03, 2x2 mean pooling (odd sizes padded symmetrically).  Scales the
+  window does not fit are dropped and the remaining power factors rescaled to sum to 1
+  (TensorFlow with those power factors), or with ``shrink`` the window is truncated to
+  the scale (djax's old extension)."""
   c1, c2 = (0.01 * max_val) ** 2, (0.03 * max_val) ** 2
   x, y = x.astype(np.float64), y.astype(np.float64)
+  sizes = [x.shape[:2]]
+  for _ in weights[1:]:
+    sizes.append(tuple(-(-v // 2) for v in sizes[-1]))
+  if not shrink:
+    fit = [min(sz) >= 11 for sz in sizes]
+    weights = np.array(weights)[fit] / np.sum(np.array(weights)[fit])
   vals = []
   for ch in range(x.shape[-1]):
     a, b = x[..., ch], y[..., ch]
@@ -28,7 +37,7 @@ def _np_ms_ssim(x, y, max_val, weights=(0.0448, 0.2856, 0.3001, 0.2363, 0.1333))
         b = np.pad(b, ((0, b.shape[0] % 2), (0, b.shape[1] % 2)), mode="symmetric")
         a = a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2).mean((1, 3))
         b = b.reshape(b.shape[0] // 2, 2, b.shape[1] // 2, 2).mean((1, 3))
-      size = min(11, *a.shape)
+      size = min(11, *a.shape) if shrink else 11
       g = np.exp(-((np.arange(size) - (size - 1) / 2) ** 2) / (2 * 1.5 ** 2))
       w = np.outer(g, g) / np.outer(g, g).sum()
       f = lambda im: signal.correlate2d(im, w, mode="valid")  # noqa: E731
@@ -41,18 +50,39 @@ def _np_ms_ssim(x, y, max_val, weights=(0.0448, 0.2856, 0.3001, 0.2363, 0.1333))
   return float(np.mean(vals))
 
 
-@pytest.mark.parametrize("size", [176, 32, 37])
-def test_ms_ssim_matches_direct_computation(size):
-  rng = np.random.default_rng(size)
+def _pair(size, seed=None):
+  rng = np.random.default_rng(size if seed is None else seed)
   base = rng.uniform(0, 255, (2, size, size, 3))
   smooth = np.cumsum(np.cumsum(base, 1), 2) / (np.arange(1, size + 1)[None, :, None, None] *
                                                np.arange(1, size + 1)[None, None, :, None])
-  x = smooth
-  y = np.clip(smooth + rng.normal(0, 20, smooth.shape), 0, 255)
+  return smooth, np.clip(smooth + rng.normal(0, 20, smooth.shape), 0, 255)
+
+
+@pytest.mark.parametrize("size", [176, 64, 37, 28])
+def test_ms_ssim_matches_direct_computation(size):
+  x, y = _pair(size)
   ours = generation.ms_ssim(x, y, max_val=255.0)
   for i in range(2):
     assert ours[i] == pytest.approx(_np_ms_ssim(x[i], y[i], 255.0), abs=2e-4)
   assert generation.ms_ssim(x[0], x[0]) == pytest.approx(1.0, abs=1e-5)
+  n_scales = {176: 5, 64: 3, 37: 2, 28: 2}[size]
+  assert len(generation.ms_ssim_scales(size, size)) == n_scales
+
+
+def test_ms_ssim_small_images_options():
+  x, y = _pair(64, seed=5)
+  with pytest.raises(ValueError, match=r"64x64 images: scale 4 is 8x8, smaller than the "
+                                       r"11-pixel window.*small_images="):
+    generation.ms_ssim(x, y, small_images="raise")
+  shrunk = generation.ms_ssim(x, y, small_images="shrink_window")
+  for i in range(2):
+    assert shrunk[i] == pytest.approx(_np_ms_ssim(x[i], y[i], 255.0, shrink=True), abs=2e-4)
+  # the truncated-window statistic is another number: the option matters
+  assert np.all(np.abs(shrunk - generation.ms_ssim(x, y)) > 5e-3)
+  with pytest.raises(ValueError, match="small_images must be one of"):
+    generation.ms_ssim(x, y, small_images="shrink")
+  with pytest.raises(ValueError, match="10x10 images: scale 1 is 10x10"):
+    generation.ms_ssim(x[:, :10, :10], y[:, :10, :10])
 
 
 def test_intra_class_diversity():
@@ -63,9 +93,21 @@ def test_intra_class_diversity():
   assert generation.intra_class_diversity(same, labels)["diversity"] == pytest.approx(0, abs=1e-5)
   d = generation.intra_class_diversity(varied, labels)
   assert 0.3 < d["diversity"] < 1.0 and set(d["per_class"]) == {"0", "1"}
+  assert d["ms_ssim"]["power_factors"] == pytest.approx(generation.ms_ssim_scales(32, 32))
+  assert len(d["ms_ssim"]["power_factors"]) == 2  # 32 -> 16 -> 8: the window fits twice
 
 
 # ----------------------------------------------------------------------------- scores
+
+def _original_inception_score(preds, splits=10):
+  """The original Inception Score code's loop (Salimans et al.'s model.py), as printed."""
+  scores = []
+  for i in range(splits):
+    part = preds[(i * preds.shape[0] // splits):((i + 1) * preds.shape[0] // splits), :]
+    kl = part * (np.log(part) - np.log(np.expand_dims(np.mean(part, 0), 0)))
+    scores.append(np.exp(np.mean(np.sum(kl, 1))))
+  return np.mean(scores), np.std(scores)
+
 
 def test_inception_score_formula():
   k = 5
@@ -74,6 +116,20 @@ def test_inception_score_formula():
   assert generation.inception_score(np.eye(k)[np.zeros(50, int)])["score"] == pytest.approx(1.0)
   r = generation.inception_score(np.eye(k)[np.arange(100) % k], splits=10)
   assert r["score"] == pytest.approx(k) and r["std"] == pytest.approx(0)
+
+
+def test_inception_score_splits_as_the_original_code():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(1003, 10)) * 2 + np.eye(10)[rng.integers(0, 10, 1003)] * 3
+  p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+  mean, std = _original_inception_score(p)
+  r = generation.inception_score(p)  # the default: 10 splits
+  assert r["splits"] == 10 and std > 0.01  # parts of ~100 samples do differ
+  assert r["score"] == pytest.approx(mean, rel=1e-9) and r["std"] == pytest.approx(std, rel=1e-9)
+  one = generation.inception_score(p, splits=1)
+  assert one["score"] == pytest.approx(_original_inception_score(p, 1)[0], rel=1e-9)
+  assert one["score"] != pytest.approx(mean, rel=1e-3)
+  assert generation.inception_score(p[:3])["splits"] == 3  # never an empty part
 
 
 def test_swap_and_flip_known_answers():

@@ -350,3 +350,22 @@ def test_timing_20k():
 
 if __name__ == "__main__":
     _time_map(20000)
+
+
+def test_a_large_shared_offset_changes_nothing():
+    """Codes sharing an offset 1e8 times their spread: the expansion |q|^2 + |x|^2 - 2 q.x
+    of raw codes cancels to rounding noise; centred first, the ranking is that of exact
+    float64 distances (the brute force subtracts the codes directly)."""
+    rng = np.random.default_rng(0)
+    n = 300
+    labels = rng.integers(0, 3, n)
+    z = rng.standard_normal((n, 4)) + 0.7 * labels[:, None]  # overlapping clusters
+    codes = 1e8 + z
+    ap = average_precision_per_query(codes, labels)
+    ref = _brute_force_ap(codes, labels)
+    # (float32-rounded distances: pairs agreeing to ~6e-8 tie, see the module docstring)
+    np.testing.assert_allclose(ap, ref, rtol=0, atol=1e-4)
+    assert np.mean(ap) == pytest.approx(np.mean(ref), abs=1e-6)
+    assert 0.45 < np.mean(ap) < 0.9  # neither chance (~1/3) nor perfect
+    assert retrieval_map(codes, labels) == pytest.approx(retrieval_map(codes - 1e8, labels),
+                                                         abs=1e-12)

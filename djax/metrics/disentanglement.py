@@ -30,6 +30,7 @@ Every score is deterministic for a fixed ``seed`` (numpy ``default_rng(seed)``).
 
 from __future__ import annotations
 
+import warnings
 from typing import Mapping
 
 import numpy as np
@@ -40,7 +41,7 @@ __all__ = ["VERSIONS", "mig", "sap", "dci", "factor_vae", "beta_vae", "histogram
            "discrete_mutual_info", "discrete_entropy", "linear_svc_predict", "train_test_split"]
 
 # Bumped whenever a metric's definition or defaults change; written into eval.json.
-VERSIONS = {"mig": "1", "sap": "1", "dci": "1", "factor_vae": "1", "beta_vae": "1"}
+VERSIONS = {"mig": "2", "sap": "1", "dci": "1", "factor_vae": "1", "beta_vae": "1"}
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -132,7 +133,13 @@ def mig(codes, factors: Mapping[str, np.ndarray], *, num_train: int = 10000, num
   the score is the mean over factors.  Range [0, 1]; 1 = each factor fully in one dimension
   and in no other.  Needs at least two code dimensions.
 
-  Returns ``{"score", "per_factor": {name: gap}, "mutual_info": [D, K], "entropy": {name}}``.
+  A factor that is constant on the points used (entropy 0) has no defined gap (0 / 0;
+  disentanglement_lib's mean then becomes NaN): its entry in ``per_factor`` is NaN, the
+  score averages the other factors (``undefined`` names the left-out ones, with a
+  warning), and is NaN when no factor is left.
+
+  Returns ``{"score", "per_factor": {name: gap}, "mutual_info": [D, K], "entropy": {name},
+  "undefined": [names]}``.
   """
   codes = _codes(codes)
   names, ys = _factors(factors, codes.shape[0])
@@ -145,10 +152,18 @@ def mig(codes, factors: Mapping[str, np.ndarray], *, num_train: int = 10000, num
   m = discrete_mutual_info(disc, y)
   h = discrete_entropy(y)
   top = np.sort(m, axis=0)[::-1]
+  defined = h > 0
   with np.errstate(divide="ignore", invalid="ignore"):
-    gap = np.where(h > 0, (top[0] - top[1]) / h, 0.0)
-  return {"score": float(gap.mean()), "per_factor": dict(zip(names, gap.tolist())),
-          "mutual_info": m, "entropy": dict(zip(names, h.tolist())), "num_points": len(idx)}
+    gap = np.where(defined, (top[0] - top[1]) / h, np.nan)
+  undefined = [k for k, ok in zip(names, defined) if not ok]
+  if undefined:
+    warnings.warn(f"MIG: factor(s) {', '.join(map(repr, undefined))} constant on the "
+                  f"{len(idx)} points used (entropy 0): gap undefined, left out of the mean",
+                  RuntimeWarning, stacklevel=2)
+  score = float(gap[defined].mean()) if defined.any() else float("nan")
+  return {"score": score, "per_factor": dict(zip(names, gap.tolist())),
+          "mutual_info": m, "entropy": dict(zip(names, h.tolist())), "num_points": len(idx),
+          "undefined": undefined}
 
 
 # ----------------------------------------------------------------------------- SAP

@@ -26,15 +26,19 @@ Conventions (the paper does not specify them; these are ours):
   index, independent of the order of the database, so e.g. a collapsed chunk
   (all codes equal) scores ``R/M`` rather than something that depends on how
   the test set happens to be shuffled.
-* **Distance precision.**  Squared distances are computed in float64 as
-  ``|q|^2 + |x|^2 - 2 q.x`` and then rounded to float32 before ranking.  The
+* **Distance precision.**  The codes are first centred (the per-dimension mean
+  of the set, which is both the queries and the database, is subtracted; no
+  distance changes).  Squared distances are then computed in float64 as
+  ``|q|^2 + |x|^2 - 2 q.x`` and rounded to float32 before ranking.  The
   rounding is what makes exact duplicates of a code tie reliably even if BLAS
   rounds the float64 dot products of identical columns differently (they then
   differ in the last float64 bits and round to the same float32, except with
   probability ~2^-29 per pair).  Distances that agree to ~6e-8 relative are
   therefore also treated as ties.  The expansion's cancellation error (~1e-16
   of ``|q|^2 + |x|^2``) is far below the float32 rounding, so the order is
-  that of the exact distances up to such near-ties; a duplicate's distance
+  that of the exact distances up to such near-ties.  Without the centring
+  that error scales with the codes' offset, not their spread: codes sharing
+  an offset 1e8 times their spread ranked by rounding noise; a duplicate's distance
   may come out as a tiny positive number rather than 0, which changes no
   ranking.
 * **Queries with no relevant item** (the query's attribute value occurs once in
@@ -70,6 +74,7 @@ import numpy as np
 from djax.metrics import _threads
 
 __all__ = [
+    "VERSIONS",
     "average_precision_per_query",
     "retrieval_map",
     "expected_random_ap",
@@ -79,6 +84,11 @@ __all__ = [
     "select_dims",
     "factor_map",
 ]
+
+# Bumped whenever a metric's definition or defaults change (2: codes centred before the
+# distance expansion).
+VERSIONS = {"chunk_retrieval_map": "2", "retrieval_map": "2"}
+
 
 def _as_codes(codes) -> np.ndarray:
     codes = np.asarray(codes)
@@ -387,7 +397,9 @@ def _ap_multi(codes: np.ndarray, id_columns: list[np.ndarray], block_size: int |
     if n < 2 or n_lab == 0:
         return out
     sub = max(1, min(_resolve_block_size(block_size, n), _SUB_BLOCK_ELEMENTS // n))
-    q_aug, x_aug = _augment(codes)
+    # The expansion's cancellation error scales with |q|^2 + |x|^2: measured from the
+    # mean, that is the spread of the codes, not their offset.
+    q_aug, x_aug = _augment(codes - codes.mean(axis=0))
     n_rel = np.stack([_n_relevant(ids) for ids in id_columns], axis=1)
     sums = np.zeros((n, n_lab))
 
