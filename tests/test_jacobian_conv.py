@@ -3,8 +3,9 @@ paper-sized shapes, the §4 losses against direct computations, the jvp estimato
 decoders against a central difference, student growth, a student step, and the attribute
 teacher trained through the trainer on tfds mock data.
 
-``DJAX_SLOW_TESTS=1`` adds student train steps (CelebA with each estimator, SVHN), the whole
-CelebA run (teacher, student, Table 2 evaluation) and an SVHN progressive run on mock data.
+Also: student train steps (CelebA with each estimator, SVHN), the whole CelebA run (teacher,
+student, Table 2 evaluation; three attributes, so the 40 flips of the paper's list do not
+cost 40 classifier passes) and an SVHN progressive run on mock data.
 """
 
 import functools
@@ -22,8 +23,6 @@ from djax.methods import jacobian_nets as jn
 from djax.methods import jacobian_supervision as js
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SLOW = pytest.mark.skipif(not os.environ.get("DJAX_SLOW_TESTS"),
-                          reason="set DJAX_SLOW_TESTS=1 (one to three minutes)")
 
 
 def _config(name, variant=None):
@@ -314,13 +313,11 @@ def _student_step(estimator):
   return metrics
 
 
-@SLOW
 @pytest.mark.parametrize("estimator", ["finite_difference", "jvp", "full"])
 def test_face_student_step(estimator):
   _student_step(estimator)
 
 
-@SLOW
 def test_svhn_student_step_through_the_method():
   c = _config("jacobian_svhn", "tiny")
   c.data.image_size = 16
@@ -366,23 +363,22 @@ def test_celeba_attribute_teacher_trains_on_mock_data(tmp_path, mock_tfds):
   assert os.listdir(os.path.join(wd, "samples"))
 
 
-@SLOW
 def test_celeba_teacher_then_student_with_table2(tmp_path, mock_tfds):
   c = _config("jacobian_celeba", "tiny")
+  c.model.attributes = ("Eyeglasses", "Smiling", "Male")  # k = 3: three flips to score
   c.stages.eval_stages = (-1,)
   out = ja.main(c, str(tmp_path / "run"))
   assert [r["stage"] for r in out["rows"]] == [0, 1]
   assert [r["d"] for r in out["rows"]] == [32 * 32 * 2, 32 * 32 * 4]
   last = out["rows"][-1]
   assert 0.0 <= last["attribute_flip"] <= 1.0 and last["reconstruction_mse"] > 0
-  assert len(last["eval"]["attribute_flip"]["success"]) == 40
+  assert set(last["eval"]["attribute_flip"]["success"]) == {"Eyeglasses", "Smiling", "Male"}
   table = open(str(tmp_path / "run" / "table.md")).read()
   assert "successful attribute flips" in table and "%" in table
   again = ja.main(c, str(tmp_path / "run"))  # finished stages are skipped
   assert again["rows"][-1]["step"] == last["step"]
 
 
-@SLOW
 def test_svhn_progressive_run_on_mock_data(tmp_path, mock_tfds):
   from djax import progressive
   c = _config("jacobian_svhn", "tiny")  # teacher (k=2) and one student (d=1), one epoch each
