@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -213,7 +214,8 @@ def test_jvp_on_conv_decoders_matches_central_difference_in_float64():
         return (diff_s, central(f_s, y, v_s), diff_t, central(f_t, y_t, v_t), alone, cols, e1)
 
       diff_s, fd_s, diff_t, fd_t, alone, cols, e1 = check(p_s, p_t, y, yj, y_t, y_jt, z, z_t)
-      assert diff_s.dtype == jnp.float64 and diff_s.shape == (b,) + dec_s.image_shape, name
+      chex.assert_type(diff_s, jnp.float64)
+      chex.assert_shape(diff_s, (b,) + dec_s.image_shape)
       np.testing.assert_allclose(diff_s, fd_s, rtol=1e-6, atol=1e-9, err_msg=name)
       np.testing.assert_allclose(diff_t, fd_t, rtol=1e-6, atol=1e-9, err_msg=name)
       np.testing.assert_allclose(alone[0], diff_s[0], rtol=1e-10, err_msg=name)
@@ -307,9 +309,7 @@ def _student_step(estimator):
   moved = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), state.params["ae"],
                                  new.params["ae"])
   assert all(jax.tree_util.tree_leaves(moved))
-  same = jax.tree_util.tree_map(lambda a, b: bool(jnp.all(a == b)), state.params["teacher"],
-                                new.params["teacher"])
-  assert all(jax.tree_util.tree_leaves(same))
+  chex.assert_trees_all_equal(new.params["teacher"], state.params["teacher"])
   return metrics
 
 
@@ -334,10 +334,8 @@ def test_svhn_student_step_through_the_method():
   new, metrics = jax.jit(student.train_step)(state, {"image": x, "image2": x[::-1]},
                                              jax.random.PRNGKey(0))
   assert all(np.isfinite(float(v)) for v in metrics.values())
-  same = jax.tree_util.tree_map(lambda a, b: bool(jnp.all(a == b)),
-                                (state.params["teacher"], state.batch_stats["teacher"]),
-                                (new.params["teacher"], new.batch_stats["teacher"]))
-  assert all(jax.tree_util.tree_leaves(same))
+  chex.assert_trees_all_equal((new.params["teacher"], new.batch_stats["teacher"]),
+                              (state.params["teacher"], state.batch_stats["teacher"]))
 
 
 # ----------------------------------------------------------------------------- training
