@@ -8,7 +8,9 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=4").strip()
 
+import sys  # noqa: E402
 import tempfile  # noqa: E402
+import weakref  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -71,3 +73,42 @@ def tiny_shapes_dataset():
        "test": make_tiny_shapes(96, 2)},
       {"colour": 3, "size": 3})
   return "tiny_shapes"
+
+
+# tensorboardX event writers that a test left open. djax.train closes its writer on the
+# normal path only, so a run that raises (NonFiniteLossError) leaves one open; then, at
+# exit, the writer's atexit hook puts its stop signal on a multiprocessing queue whose
+# feeder thread never started, and Python 3.12+ refuses to start a thread at interpreter
+# shutdown: "RuntimeError: can't create new thread at interpreter shutdown" after the last
+# test. Each test's open writers are closed after it (closing twice is a no-op). Tracking
+# starts once a test has imported tensorboardX (importing it here would import torch).
+_OPEN_WRITERS: "weakref.WeakSet" = weakref.WeakSet()
+_TRACKING: list = []
+
+
+def _track_file_writers(writer_module) -> None:
+  cls = writer_module.FileWriter
+  original = cls.__init__
+
+  def __init__(self, *args, **kwargs):
+    original(self, *args, **kwargs)
+    _OPEN_WRITERS.add(self)
+  cls.__init__ = __init__
+  _TRACKING.append(cls)
+  import gc
+  for obj in gc.get_objects():  # made before tracking started (kept alive by atexit)
+    if isinstance(obj, cls):
+      _OPEN_WRITERS.add(obj)
+
+
+@pytest.fixture(autouse=True)
+def close_tensorboard_writers():
+  yield
+  module = sys.modules.get("tensorboardX.writer")
+  if module is None:
+    return
+  if not _TRACKING:
+    _track_file_writers(module)
+  for writer in list(_OPEN_WRITERS):
+    writer.close()
+  _OPEN_WRITERS.clear()

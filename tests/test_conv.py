@@ -1,6 +1,7 @@
 """djax.nn.conv.Conv must compute what flax.linen.Conv computes: outputs, gradients, jvp,
 grad-of-jvp, and the same parameter tree. Each case jits one function evaluating both."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,17 +78,14 @@ def test_forward_grad_jvp_match_flax(case, impl):
     return out
 
   out = jax.jit(both)(params, x, tp, tx)
-  for a, b in zip(jax.tree_util.tree_leaves(out["ref"]), jax.tree_util.tree_leaves(out["mine"])):
-    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=2e-4)
+  chex.assert_trees_all_close(out["mine"], out["ref"], rtol=2e-4, atol=2e-4)
 
 
 def test_param_tree_and_init_match_flax():
   x = jnp.ones((1, 6, 6, 3))
   ref = nn.Conv(5, (3, 3), (2, 2)).init(jax.random.PRNGKey(0), x)
   mine = Conv(5, (3, 3), (2, 2)).init(jax.random.PRNGKey(0), x)
-  assert jax.tree_util.tree_structure(ref) == jax.tree_util.tree_structure(mine)
-  for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(mine)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  chex.assert_trees_all_equal(mine, ref)  # structure, shapes, dtypes and values
   no_bias = Conv(5, (3, 3), use_bias=False).init(jax.random.PRNGKey(0), x)
   assert set(no_bias["params"]) == {"kernel"}
 
@@ -160,8 +158,7 @@ def test_auto_conv_matches_both_paths_under_jit():
     params = ref.init(jax.random.PRNGKey(0), x)
     loss = lambda m: jax.grad(lambda p, x: jnp.sum(jnp.sin(m.apply(p, x))), argnums=(0, 1))
     a, b = jax.jit(loss(ref))(params, x), jax.jit(loss(mine))(params, x)
-    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-      np.testing.assert_allclose(np.asarray(v), np.asarray(u), rtol=2e-4, atol=2e-4)
+    chex.assert_trees_all_close(b, a, rtol=2e-4, atol=2e-4)
 
 
 @pytest.mark.parametrize("impl", ["im2col", "native"])
@@ -179,7 +176,6 @@ def test_channel_parts_equal_the_concatenation(impl):
   loss_parts = lambda p, b: jnp.sum(jnp.sin(m.apply(p, (a, b))))
   got = jax.jit(jax.value_and_grad(loss_parts, argnums=(0, 1)))(params, b)
   want = jax.jit(jax.value_and_grad(loss_cat, argnums=(0, 1)))(params, b)
-  for u, v in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
-    np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=2e-4, atol=2e-4)
+  chex.assert_trees_all_close(got, want, rtol=2e-4, atol=2e-4)
   with pytest.raises(ValueError, match="share batch and spatial"):
     m.apply(params, (a, b[:, :8]))

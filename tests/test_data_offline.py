@@ -253,3 +253,39 @@ def test_show_writes_a_grid_and_prints_the_card(data_dir, tmp_path, capsys, name
 def test_show_unknown_dataset_is_an_error(capsys):
   assert show.main(["--dataset=no_such_dataset"]) == 2
   assert "known:" in capsys.readouterr().err
+
+
+def test_show_writes_into_the_working_directory_never_over_tracked_files(
+    data_dir, tmp_path, monkeypatch, capsys):
+  import subprocess
+  monkeypatch.chdir(tmp_path)
+  assert show.main(["--dataset=three_moons", f"--data_dir={data_dir}", "--num=8"]) == 0
+  assert (tmp_path / "data_three_moons.png").exists()  # no docs/ folder made
+  assert not (tmp_path / "docs").exists()
+  capsys.readouterr()
+  # a default path that git tracks (docs/ run from inside docs/) is refused, untouched
+  subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+  subprocess.run(["git", "-C", str(tmp_path), "add", "data_three_moons.png"], check=True)
+  before = (tmp_path / "data_three_moons.png").read_bytes()
+  assert show.main(["--dataset=three_moons", f"--data_dir={data_dir}", "--num=4"]) == 2
+  assert "tracked by git" in capsys.readouterr().err
+  assert (tmp_path / "data_three_moons.png").read_bytes() == before
+  out = str(tmp_path / "named.png")  # --out writes wherever it is told
+  assert show.main(["--dataset=three_moons", f"--data_dir={data_dir}", f"--out={out}"]) == 0
+
+
+def test_local_builders_prepare_quietly(tmp_path, capsys, caplog):
+  """Nothing is downloaded: no tfds "Downloading and preparing dataset Unknown size ..." or
+  "downloaded and prepared", no warning that the not-yet-prepared folder has no
+  dataset_info.json; one line says what is generated where."""
+  import logging
+  with caplog.at_level(logging.INFO):
+    source, _ = pipeline.load_split(_cfg("three_moons", str(tmp_path)), "test")
+    pipeline.load_split(_cfg("three_moons", str(tmp_path)), "train")  # prepared: reused
+  assert len(source) == 3000
+  out = capsys.readouterr()
+  text = out.out + out.err + caplog.text
+  assert "Downloading" not in text and "Unknown size" not in text
+  assert "downloaded and prepared" not in text
+  assert "dataset_info.json" not in text
+  assert out.err.count("djax: generating three_moons 1.0.0 locally (nothing is downloaded)") == 1

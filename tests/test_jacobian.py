@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -21,25 +22,38 @@ def _decoder(shape=(2, 3, 1), hidden=(7, 5), k=3, seed=0, dtype=jnp.float32):
   return lambda code: dec.apply({"params": params}, code)
 
 
-def test_losses_match_direct_computation():
-  rng = np.random.default_rng(0)
-  x, xh = rng.uniform(0, 1, (2, 3, 3, 1)), rng.uniform(0, 1, (2, 3, 3, 1))
-  np.testing.assert_allclose(js.reconstruction_loss(xh, x), np.mean((xh - x) ** 2), rtol=1e-6)
-  ys, yt = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
-  np.testing.assert_allclose(js.y_loss(ys, yt), np.mean((ys - yt) ** 2), rtol=1e-6)
-  dt, ds = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
-  np.testing.assert_allclose(js.difference_loss(dt, ds), np.mean((dt - ds) ** 2), rtol=1e-6)
-  # Eq. 10 written out with the loops of the paper.
-  y, z = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
-  want = 0.0
-  for i in range(2):
-    for j in range(3):
-      c = np.mean([(z[m, i] - z[:, i].mean()) * (y[m, j] - y[:, j].mean()) for m in range(6)])
-      want += c ** 2
-  np.testing.assert_allclose(js.xcov_loss(y, z), want, rtol=1e-5)
-  np.testing.assert_allclose(js.xcov_loss(y, z, "norm"), np.sqrt(want), rtol=1e-4)
-  with pytest.raises(ValueError, match="xcov form"):
-    js.xcov_loss(y, z, "l1")
+class LossTest(chex.TestCase):
+  """The losses against direct computations, jitted and not (chex.variants)."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_losses_match_direct_computation(self):
+    rng = np.random.default_rng(0)
+    f32 = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
+    x, xh = (rng.uniform(0, 1, (2, 3, 3, 1)).astype(np.float32) for _ in range(2))
+    rec = self.variant(js.reconstruction_loss)(xh, x)
+    chex.assert_shape(rec, ())
+    chex.assert_type(rec, jnp.float32)
+    np.testing.assert_allclose(rec, np.mean((xh - x) ** 2), rtol=1e-6)
+    ys, yt = f32(5, 3), f32(5, 3)
+    np.testing.assert_allclose(self.variant(js.y_loss)(ys, yt), np.mean((ys - yt) ** 2),
+                               rtol=1e-6)
+    dt, ds = f32(5, 4), f32(5, 4)
+    np.testing.assert_allclose(self.variant(js.difference_loss)(dt, ds),
+                               np.mean((dt - ds) ** 2), rtol=1e-6)
+    # Eq. 10 written out with the loops of the paper (in float64).
+    y, z = f32(6, 3), f32(6, 2)
+    want = 0.0
+    for i in range(2):
+      for j in range(3):
+        c = np.mean([(z[m, i] - z[:, i].mean()) * (y[m, j] - y[:, j].mean())
+                     for m in range(6)], dtype=np.float64)
+        want += c ** 2
+    xcov = self.variant(js.xcov_loss, static_argnums=2)
+    np.testing.assert_allclose(self.variant(js.xcov_loss)(y, z), want, rtol=1e-5)  # default
+    np.testing.assert_allclose(xcov(y, z, "squared"), want, rtol=1e-5)
+    np.testing.assert_allclose(xcov(y, z, "norm"), np.sqrt(want), rtol=1e-4)
+    with pytest.raises(ValueError, match="xcov form"):
+      xcov(y, z, "l1")
 
 
 def test_difference_loss_holds_the_teacher_constant():
@@ -192,9 +206,7 @@ def test_student_step_trains_the_student_only(estimator):
   batch = {"image": x, "image2": x[::-1]}
   new, metrics = jax.jit(student.train_step)(state, batch, jax.random.PRNGKey(0))
   assert all(np.isfinite(float(v)) for v in metrics.values())
-  same = jax.tree_util.tree_map(lambda a, b: bool(jnp.all(a == b)), state.params["teacher"],
-                                new.params["teacher"])
-  assert all(jax.tree_util.tree_leaves(same))
+  chex.assert_trees_all_equal(new.params["teacher"], state.params["teacher"])
   moved = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), state.params["ae"],
                                  new.params["ae"])
   assert all(jax.tree_util.tree_leaves(moved))

@@ -3,8 +3,9 @@ paper-sized shapes, the §4 losses against direct computations, the jvp estimato
 decoders against a central difference, student growth, a student step, and the attribute
 teacher trained through the trainer on tfds mock data.
 
-``DJAX_SLOW_TESTS=1`` adds student train steps (CelebA with each estimator, SVHN), the whole
-CelebA run (teacher, student, Table 2 evaluation) and an SVHN progressive run on mock data.
+Also: student train steps (CelebA with each estimator, SVHN), the whole CelebA run (teacher,
+student, Table 2 evaluation; three attributes, so the 40 flips of the paper's list do not
+cost 40 classifier passes) and an SVHN progressive run on mock data.
 """
 
 import functools
@@ -12,6 +13,7 @@ import importlib.util
 import json
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,8 +24,6 @@ from djax.methods import jacobian_nets as jn
 from djax.methods import jacobian_supervision as js
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SLOW = pytest.mark.skipif(not os.environ.get("DJAX_SLOW_TESTS"),
-                          reason="set DJAX_SLOW_TESTS=1 (one to three minutes)")
 
 
 def _config(name, variant=None):
@@ -214,7 +214,8 @@ def test_jvp_on_conv_decoders_matches_central_difference_in_float64():
         return (diff_s, central(f_s, y, v_s), diff_t, central(f_t, y_t, v_t), alone, cols, e1)
 
       diff_s, fd_s, diff_t, fd_t, alone, cols, e1 = check(p_s, p_t, y, yj, y_t, y_jt, z, z_t)
-      assert diff_s.dtype == jnp.float64 and diff_s.shape == (b,) + dec_s.image_shape, name
+      chex.assert_type(diff_s, jnp.float64)
+      chex.assert_shape(diff_s, (b,) + dec_s.image_shape)
       np.testing.assert_allclose(diff_s, fd_s, rtol=1e-6, atol=1e-9, err_msg=name)
       np.testing.assert_allclose(diff_t, fd_t, rtol=1e-6, atol=1e-9, err_msg=name)
       np.testing.assert_allclose(alone[0], diff_s[0], rtol=1e-10, err_msg=name)
@@ -308,19 +309,15 @@ def _student_step(estimator):
   moved = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), state.params["ae"],
                                  new.params["ae"])
   assert all(jax.tree_util.tree_leaves(moved))
-  same = jax.tree_util.tree_map(lambda a, b: bool(jnp.all(a == b)), state.params["teacher"],
-                                new.params["teacher"])
-  assert all(jax.tree_util.tree_leaves(same))
+  chex.assert_trees_all_equal(new.params["teacher"], state.params["teacher"])
   return metrics
 
 
-@SLOW
 @pytest.mark.parametrize("estimator", ["finite_difference", "jvp", "full"])
 def test_face_student_step(estimator):
   _student_step(estimator)
 
 
-@SLOW
 def test_svhn_student_step_through_the_method():
   c = _config("jacobian_svhn", "tiny")
   c.data.image_size = 16
@@ -337,10 +334,8 @@ def test_svhn_student_step_through_the_method():
   new, metrics = jax.jit(student.train_step)(state, {"image": x, "image2": x[::-1]},
                                              jax.random.PRNGKey(0))
   assert all(np.isfinite(float(v)) for v in metrics.values())
-  same = jax.tree_util.tree_map(lambda a, b: bool(jnp.all(a == b)),
-                                (state.params["teacher"], state.batch_stats["teacher"]),
-                                (new.params["teacher"], new.batch_stats["teacher"]))
-  assert all(jax.tree_util.tree_leaves(same))
+  chex.assert_trees_all_equal((new.params["teacher"], new.batch_stats["teacher"]),
+                              (state.params["teacher"], state.batch_stats["teacher"]))
 
 
 # ----------------------------------------------------------------------------- training
@@ -366,24 +361,23 @@ def test_celeba_attribute_teacher_trains_on_mock_data(tmp_path, mock_tfds):
   assert os.listdir(os.path.join(wd, "samples"))
 
 
-@SLOW
 def test_celeba_teacher_then_student_with_table2(tmp_path, mock_tfds):
   from djax import stages
   c = _config("jacobian_celeba", "tiny")
+  c.model.attributes = ("Eyeglasses", "Smiling", "Male")  # k = 3: three flips to score
   c.stages.eval_stages = (-1,)
   out = stages.run(c, str(tmp_path / "run"))
   assert [r["stage"] for r in out["rows"]] == [0, 1]
   assert [r["d"] for r in out["rows"]] == [32 * 32 * 2, 32 * 32 * 4]
   last = out["rows"][-1]
   assert 0.0 <= last["attribute_flip"] <= 1.0 and last["reconstruction_mse"] > 0
-  assert len(last["eval"]["attribute_flip"]["success"]) == 40
+  assert set(last["eval"]["attribute_flip"]["success"]) == {"Eyeglasses", "Smiling", "Male"}
   table = open(str(tmp_path / "run" / "table.md")).read()
   assert "successful attribute flips" in table and "%" in table
   again = stages.run(c, str(tmp_path / "run"))  # finished stages are skipped
   assert again["rows"][-1]["step"] == last["step"]
 
 
-@SLOW
 def test_svhn_progressive_run_on_mock_data(tmp_path, mock_tfds):
   from djax import stages
   c = _config("jacobian_svhn", "tiny")  # teacher (k=2) and one student (d=1), one epoch each

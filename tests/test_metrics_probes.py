@@ -67,3 +67,27 @@ def test_linear_regression_mae_known_answers():
   # the width lives in column 1 only
   sl = probes.linear_regression_mae(linear[tr], split(f, tr), linear[te], split(f, te), dims="1:2")
   assert sl["mae"]["width"] < 1e-9 and sl["mae"]["scale"] > 0.1
+
+
+def test_linear_probe_runs_to_convergence_quietly(data):
+  """A fit that uses up max_iter goes on (warm start, doubled iterations) instead of
+  stopping with sklearn's ConvergenceWarning; it warns only if 15x max_iter is not enough."""
+  import warnings
+
+  from sklearn.exceptions import ConvergenceWarning
+  codes, f = data
+  tr, te = slice(0, 400), slice(400, None)
+  fit = {k: v[tr] for k, v in f.items()}
+  score = {k: v[te] for k, v in f.items()}
+  full = probes.linear_classifier_accuracy(codes[tr], fit, codes[te], score)
+  assert all(full["converged"].values()) and 0 < max(full["iterations"].values()) < 1000
+  few_iter = max(2, max(full["iterations"].values()) // 6)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", ConvergenceWarning)
+    few = probes.linear_classifier_accuracy(codes[tr], fit, codes[te], score, max_iter=few_iter)
+  assert all(few["converged"].values())
+  assert max(few["iterations"].values()) > few_iter  # it went on
+  assert few["accuracy"] == pytest.approx(full["accuracy"], abs=0.01)
+  with pytest.warns(ConvergenceWarning, match="did not converge in"):
+    stuck = probes.linear_classifier_accuracy(codes[tr], fit, codes[te], score, max_iter=1)
+  assert not all(stuck["converged"].values()) and max(stuck["iterations"].values()) <= 15

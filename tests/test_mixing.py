@@ -1,6 +1,7 @@
 """Hu et al. 2018: the mixing algebra, each loss against a direct computation, and which
 parameters each loss reaches."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,31 +44,41 @@ def test_mask_sampling_is_fair_and_per_example():
   assert (shared == shared[:1]).all()
 
 
-def test_losses_match_direct_computation():
-  rng = np.random.default_rng(1)
-  x1 = rng.uniform(-1, 1, (3, 4, 4, 3)).astype(np.float32)
-  x4 = rng.uniform(-1, 1, (3, 4, 4, 3)).astype(np.float32)
-  np.testing.assert_allclose(mixing.mixing_loss(x4, x1),
-                             np.mean([np.sum((a - b) ** 2) for a, b in zip(x4, x1)]), rtol=1e-5)
+class LossTest(chex.TestCase):
+  """Each loss against a direct computation, jitted and not (chex.variants)."""
 
-  real, fake = rng.normal(size=(5, 1)) * 3, rng.normal(size=(5, 1)) * 3
-  d_real, d_fake = 1 / (1 + np.exp(-real)), 1 / (1 + np.exp(-fake))
-  want_d = np.mean(-np.log(d_real) - np.log(1 - d_fake))
-  np.testing.assert_allclose(mixing.discriminator_loss(real, fake), want_d, rtol=1e-5)
-  np.testing.assert_allclose(mixing.generator_loss(fake), np.mean(-np.log(d_fake)), rtol=1e-5)
-  np.testing.assert_allclose(mixing.generator_loss(fake, "minimax"), np.mean(np.log(1 - d_fake)),
-                             rtol=1e-5)
-  with pytest.raises(ValueError, match="unknown GAN loss"):
-    mixing.generator_loss(fake, "wasserstein")
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_losses_match_direct_computation(self):
+    rng = np.random.default_rng(1)
+    x1 = rng.uniform(-1, 1, (3, 4, 4, 3)).astype(np.float32)
+    x4 = rng.uniform(-1, 1, (3, 4, 4, 3)).astype(np.float32)
+    loss_mix = self.variant(mixing.mixing_loss)(x4, x1)
+    chex.assert_shape(loss_mix, ())
+    chex.assert_type(loss_mix, jnp.float32)
+    np.testing.assert_allclose(loss_mix, np.mean([np.sum((a - b) ** 2) for a, b in zip(x4, x1)]),
+                               rtol=1e-5)
 
-  logits = rng.normal(size=(4, 8)) * 2
-  mask = rng.integers(0, 2, (4, 8)).astype(np.float64)
-  y = 1 / (1 + np.exp(-logits))
-  want_c = np.mean(np.sum(-(mask * np.log(y) + (1 - mask) * np.log(1 - y)), axis=1))
-  np.testing.assert_allclose(mixing.classifier_loss(logits, mask), want_c, rtol=1e-5)
-  # Stable for confident logits where the naive formula overflows.
-  assert np.isfinite(float(mixing.classifier_loss(jnp.array([[80.0, -80.0]]),
-                                                  jnp.array([[0.0, 1.0]]))))
+    real, fake = (rng.normal(size=(5, 1)).astype(np.float32) * 3 for _ in range(2))
+    d_real, d_fake = (1 / (1 + np.exp(-v.astype(np.float64))) for v in (real, fake))
+    want_d = np.mean(-np.log(d_real) - np.log(1 - d_fake))
+    np.testing.assert_allclose(self.variant(mixing.discriminator_loss)(real, fake), want_d,
+                               rtol=1e-5)
+    np.testing.assert_allclose(self.variant(mixing.generator_loss)(fake),
+                               np.mean(-np.log(d_fake)), rtol=1e-5)
+    minimax = self.variant(mixing.generator_loss, static_argnums=1)
+    np.testing.assert_allclose(minimax(fake, "minimax"), np.mean(np.log(1 - d_fake)), rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown GAN loss"):
+      minimax(fake, "wasserstein")
+
+    logits = rng.normal(size=(4, 8)).astype(np.float32) * 2
+    mask = rng.integers(0, 2, (4, 8)).astype(np.float32)
+    y = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    want_c = np.mean(np.sum(-(mask * np.log(y) + (1 - mask) * np.log(1 - y)), axis=1))
+    classifier_loss = self.variant(mixing.classifier_loss)
+    np.testing.assert_allclose(classifier_loss(logits, mask), want_c, rtol=1e-5)
+    # Stable for confident logits where the naive formula overflows.
+    confident = classifier_loss(jnp.array([[80.0, -80.0]]), jnp.array([[0.0, 1.0]]))
+    chex.assert_tree_all_finite(confident)
 
 
 @pytest.fixture(scope="module")
@@ -150,10 +161,15 @@ def test_each_autoencoder_loss_reaches_exactly_its_parameters(tiny_setup):
   want_gen = jax.jit(jax.grad(gen_loss))(params["ae"])
   want_dsc = jax.jit(jax.grad(lambda p: mixing.discriminator_loss(dsc(p, x1), dsc(p, x3))))(
       params["dsc"])
+  def in_units_of(tree, ref):
+    """Each leaf over s = max |ref leaf| + 0.01: atol 1e-5 there is 1e-5 max|b| + 1e-7."""
+    return jax.tree_util.tree_map(lambda x, r: x / (float(jnp.max(jnp.abs(r))) + 0.01),
+                                  tree, ref)
+
   for got, want in ((g_gen["ae"], want_gen), (g_mix["dsc"], want_dsc), (g_cls["dsc"], want_dsc)):
-    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
-      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
-                                 atol=1e-5 * float(jnp.max(jnp.abs(b))) + 1e-7)
+    chex.assert_trees_all_equal_shapes_and_dtypes(got, want)
+    chex.assert_trees_all_close(in_units_of(got, want), in_units_of(want, want), rtol=1e-4,
+                                atol=1e-5)
 
 
 def test_train_step_reports_the_losses_it_optimises(tiny_setup):
@@ -174,8 +190,10 @@ def test_transfer_grid_layout(tiny_setup):
   config, batch, state = tiny_setup
   method = mixing.Mixing(config, axis_name=None)
   src, tgt = batch["image"][:3], batch["image2"][:2]
-  grids = np.asarray(method.transfer_grids(state.params, state.batch_stats, src, tgt))
-  assert grids.shape == (config.model.n_chunks, 3, 4, 16, 16, 3)
+  grids = method.transfer_grids(state.params, state.batch_stats, src, tgt)
+  chex.assert_shape(grids, (config.model.n_chunks, 3, 4, 16, 16, 3))
+  chex.assert_type(grids, jnp.float32)
+  grids = np.asarray(grids)
   np.testing.assert_array_equal(grids[0, 0, 1:], np.asarray(src))  # sources along the top
   np.testing.assert_array_equal(grids[0, 1:, 0], np.asarray(tgt))  # targets down the left
   # A cell decodes the target's code with one chunk replaced by the source's.

@@ -61,6 +61,7 @@ def test_characters_distinct_and_every_value_in_every_split():
 
 def test_tiny_splits_shapes_and_labels(tiny):
   poses = S.Sprites.builder_configs["tiny"].poses
+  names = S.variant_values(poses)
   seen = {}
   for split in SPLITS:
     ds = tiny[split]
@@ -70,18 +71,44 @@ def test_tiny_splits_shapes_and_labels(tiny):
     assert seen[split] == set(S.split_characters(split))
     for e in examples[:50]:
       assert e["image"].shape == (64, 64, 3) and e["image"].dtype == np.uint8
-      c, pose = int(e["character"]), int(e["pose"])
+      c, pose = int(e["character"]), int(e["pose_id"])
       assert pose in poses
+      assert names["pose"][int(e["pose"])] == S.POSE_NAMES[pose]  # the config's pose names
       assert {k: int(e[k]) for k in S.APPEARANCE} == S.character_attributes(c)
       action, direction, frame = S.decode_pose(pose)
-      assert (S.ACTIONS[e["action"]], S.DIRECTIONS[e["direction"]], int(e["frame"])) == (
-          action, direction, frame)
+      assert (names["action"][e["action"]], names["direction"][e["direction"]],
+              int(names["frame"][e["frame"]])) == (action, direction, frame)
       np.testing.assert_array_equal(e["image"], S.render_character(S.character_attributes(c), pose))
     for e in examples:
-      for k in S.FACTORS:
+      for k in S.APPEARANCE:
         assert 0 <= int(e[k]) < S.FACTOR_SIZES[k]
+      for k in ("pose", "direction", "action", "frame"):
+        assert 0 <= int(e[k]) < len(names[k])
   assert not (seen["train"] & seen["validation"] or seen["train"] & seen["test"]
               or seen["validation"] & seen["test"])
+
+
+@pytest.mark.parametrize("config,poses,values", [
+    ("small", 16, dict(direction=4, action=1, frame=4)),
+    ("tiny", 4, dict(direction=3, action=3, frame=3)),
+    ("full", 178, dict(direction=4, action=6, frame=13)),
+    ("original", 178, dict(direction=4, action=6, frame=13)),
+])
+def test_each_config_describes_what_it_holds(config, poses, values, tmp_path):
+  """The dataset card's facts (description, factor cardinalities) come from the config's
+  poses: sprites/small says 16 poses, not the 178 of the sprite sheet. Nothing is prepared:
+  the info is the builder's own."""
+  info = S.Sprites(config=config, data_dir=str(tmp_path)).info
+  assert info.features["pose"].num_classes == len(S.Sprites.builder_configs[config].poses) == poses
+  assert {k: info.features[k].num_classes for k in values} == values
+  assert f"x {poses} poses" in info.description and "178" not in info.description.replace(
+      f"x {poses} poses", "")
+  if config == "small":
+    assert info.features["action"].names == ["walk"]
+    assert info.features["frame"].names == ["1", "3", "5", "7"]
+    assert "10,752 images" in info.description
+  for k in S.APPEARANCE:  # every character in every config: all appearance values
+    assert info.features[k].num_classes == S.FACTOR_SIZES[k]
 
 
 def test_tiny_is_deterministic(tiny, tmp_path):
@@ -135,11 +162,12 @@ def test_original_reads_manual_dir(tmp_path):
       images, attrs, wsplit = written[int(e["character"])]
       assert wsplit == split
       assert {k: int(e[k]) for k in S.APPEARANCE} == attrs
-      expected = images[int(e["pose"])]
+      expected = images[int(e["pose_id"])]
       if expected.dtype != np.uint8:
         expected = np.pad(np.round(expected.astype(np.float64) * 255).astype(np.uint8),
                           ((2, 2), (2, 2), (0, 0)), mode="edge")
       np.testing.assert_array_equal(e["image"], expected)
+      assert int(e["pose"]) == int(e["pose_id"])  # all 178 poses: names as in POSE_NAMES
       assert S.decode_pose(int(e["pose"]))[0] == S.ACTIONS[e["action"]]
 
 

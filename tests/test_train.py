@@ -5,6 +5,7 @@ import json
 import os
 import signal
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -59,10 +60,8 @@ def test_four_devices_match_one_device(tmp_path):
     assert r1.keys() == r4.keys()
     for k in r1:
       np.testing.assert_allclose(r4[k], r1[k], rtol=2e-4, atol=1e-5, err_msg=k)
-  leaves1 = jax.tree_util.tree_leaves((s1.params, s1.batch_stats))
-  leaves4 = jax.tree_util.tree_leaves((s4.params, s4.batch_stats))
-  for p1, p4 in zip(leaves1, leaves4):
-    np.testing.assert_allclose(p4, p1, rtol=1e-3, atol=2e-5)
+  chex.assert_trees_all_close((s4.params, s4.batch_stats), (s1.params, s1.batch_stats),
+                              rtol=1e-3, atol=2e-5)
 
 
 def test_resume_continues_where_it_stopped(tmp_path):

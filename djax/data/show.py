@@ -5,11 +5,13 @@
     python -m djax.data.show --dataset=three_moons
     python -m djax.data.show --dataset=sprites/small --out=/tmp/sprites.png
 
-Writes ``--out`` (default ``docs/data_<name>.png``) and prints the dataset card: source,
-splits and their sizes, stored shape, discrete factors with their cardinalities, continuous
-factors with their ranges, the class label. Datasets that are djax builders are prepared
-on first use (offline); tfds datasets must be prepared under ``--data_dir``. Point datasets
-(three_moons) are drawn as a scatter plot coloured by label.
+Writes ``--out`` (default ``data_<name>.png`` in the working directory; a default path that
+git tracks is refused, so the repository's docs/ images change only when named with
+``--out``) and prints the dataset card: source, splits and their sizes, stored shape,
+discrete factors with their cardinalities, continuous factors with their ranges, the class
+label. Datasets that are djax builders are prepared on first use (offline); tfds datasets
+must be prepared under ``--data_dir``. Point datasets (three_moons) are drawn as a scatter
+plot coloured by label.
 """
 
 from __future__ import annotations
@@ -137,11 +139,32 @@ def card(name: str, metas: Sequence, split_sizes: dict[str, int], location: str 
   return "\n".join(lines)
 
 
+def default_out(name: str) -> str:
+  """``data_<name>.png`` in the working directory; an error if git tracks that file."""
+  out = f"data_{name.replace('/', '_')}.png"
+  if os.path.exists(out) and _git_tracked(out):
+    raise ValueError(f"{os.path.abspath(out)} is tracked by git; pass --out=PATH to write "
+                     f"the grid (naming a tracked file there overwrites it)")
+  return out
+
+
+def _git_tracked(path: str) -> bool:
+  import subprocess
+  try:
+    r = subprocess.run(["git", "ls-files", "--error-unmatch", "--", os.path.basename(path)],
+                       cwd=os.path.dirname(os.path.abspath(path)), capture_output=True,
+                       timeout=30)
+  except (OSError, subprocess.SubprocessError):  # no git: nothing is tracked
+    return False
+  return r.returncode == 0
+
+
 def show(name: str, splits: Sequence[str] | None = None, out: str | None = None, num: int = 24,
          seed: int = 0, data_dir: str = "", manual_dir: str = "", image_size=None,
          columns: int = 8, max_lines: int = 8) -> tuple[str, str]:
   """Writes the PNG, returns (its path, the card)."""
   from djax.data import registry
+  out = out or default_out(name)
   cfg = data_config(name, data_dir, manual_dir, image_size)
   if image_size is not None:
     registry.check_config(cfg)
@@ -162,7 +185,6 @@ def show(name: str, splits: Sequence[str] | None = None, out: str | None = None,
     blocks.append((f"{name} : {meta.split}", meta, source.take(idx)))
   metas = [m for _, m, _ in blocks]
   sheet = image_grid(blocks, columns, max_lines) if metas[0].is_image else scatter(blocks)
-  out = out or os.path.join("docs", f"data_{name.replace('/', '_')}.png")
   os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
   sheet.save(out)
   return out, card(name, metas, split_sizes, location)
@@ -173,7 +195,8 @@ def main(argv=None) -> int:
   p.add_argument("--dataset", required=True, help="a djax builder (mnist_5k, styled_mnist, "
                  "three_moons, sprites/small, ...) or a prepared tfds name")
   p.add_argument("--split", default=None, help="split(s), comma-separated (default: train)")
-  p.add_argument("--out", default=None, help="PNG path (default docs/data_<name>.png)")
+  p.add_argument("--out", default=None,
+                 help="PNG path (default: data_<name>.png in the working directory)")
   p.add_argument("--num", type=int, default=24, help="images per split")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--columns", type=int, default=8)

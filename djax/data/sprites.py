@@ -47,12 +47,18 @@ Configs:
 * ``tiny``: 4 poses (2,688 images), for unit tests.
 * ``original``: the real Sprites, read from ``manual_dir`` (layout below).
 
+A config's ``pose``, ``direction``, ``action`` and ``frame`` labels list only the values it
+holds (``variant_values``; sprites/small: 16 poses, 4 directions, walk, frames 1/3/5/7), so
+its features and its dataset card say what it contains; a stored label is an index into
+those names (``builder.info.features['pose'].int2str``), and ``pose_id`` is the
+sprite-sheet pose id (0..177, ``decode_pose``), the same in every config.
+
 Usage::
 
   builder = Sprites(config='small', data_dir=D, file_format='array_record')
   builder.download_and_prepare()
   train = builder.as_data_source()['train']   # random access, no TensorFlow
-  train[0]['image'], train[0]['pose']
+  train[0]['image'], train[0]['pose'], decode_pose(train[0]['pose_id'])
 
 Manual layout for ``original`` (``DownloadConfig(manual_dir=M)``)::
 
@@ -801,6 +807,22 @@ class SpritesConfig(tfds.core.BuilderConfig):
   manual: bool = False
 
 
+def variant_values(poses: Sequence[int]) -> dict[str, tuple[str, ...]]:
+  """The names of the values that ``pose``, ``direction``, ``action`` and ``frame`` take
+  in a variant made of ``poses`` (sprite-sheet order): what its ClassLabels list, so a
+  variant's features (and the dataset card, ``python -m djax.data.show``) describe what it
+  holds: sprites/small has 16 poses, 4 directions, 1 action (walk), 4 frames (1, 3, 5, 7).
+  Stored values index these names; ``pose_id`` keeps the sprite-sheet id (``decode_pose``)."""
+  poses = sorted(set(int(p) for p in poses))
+  used = [POSES[p] for p in poses]
+  return {
+      "pose": tuple(POSE_NAMES[p] for p in poses),
+      "direction": tuple(d for d in DIRECTIONS if any(u[1] == d for u in used)),
+      "action": tuple(a for a in ACTIONS if any(u[0] == a for u in used)),
+      "frame": tuple(str(f) for f in range(MAX_FRAMES) if any(u[2] == f for u in used)),
+  }
+
+
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Only the `original` config reads manual_dir; the others are generated locally.
 Place one .npz per character under
@@ -816,8 +838,12 @@ See the docstring of djax.data.sprites for how Reed et al.'s release maps onto t
 class Sprites(LocalBuilder):
   """Procedural Sprites-like characters (Reed et al. 2015 structure); see module doc."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Procedural renderer; 672 characters x up to 178 poses."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Procedural renderer; 672 characters x up to 178 poses.",
+      "2.0.0": "Each config's pose, direction, action and frame labels list the values it "
+               "holds (small: 16 poses, not 178); pose_id is the sprite-sheet pose id.",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   BUILDER_CONFIGS = [
       SpritesConfig(name="full", poses=tuple(range(NUM_POSES)),
@@ -831,22 +857,36 @@ class Sprites(LocalBuilder):
   DEFAULT_CONFIG_NAME = "small"
 
 
+  def _description(self) -> str:
+    """Says what this config holds, from its poses (not a fixed text)."""
+    cfg = self.builder_config
+    n = len(cfg.poses)
+    if cfg.manual:
+      return (f"Reed et al.'s Sprites, read from manual_dir: characters x {n} poses, 7 "
+              f"appearance factors.")
+    return ("Procedurally generated pixel-art characters with the structure of Reed et al.'s "
+            f"Sprites: {NUM_CHARACTERS} characters x {n} poses ({NUM_CHARACTERS * n:,} "
+            f"images), 7 appearance factors.")
+
   def _info(self) -> tfds.core.DatasetInfo:
-    labels = {k: tfds.features.ClassLabel(names=list(FACTOR_NAMES[k])) for k in FACTORS}
+    values = variant_values(self.builder_config.poses)
+    labels = {k: tfds.features.ClassLabel(names=list(values.get(k, FACTOR_NAMES[k])))
+              for k in FACTORS}
     return tfds.core.DatasetInfo(
         builder=self,
-        description="Procedurally generated pixel-art characters with the structure of "
-        "Reed et al.'s Sprites: 672 characters x 178 poses, 7 appearance factors.",
+        description=self._description(),
         features=tfds.features.FeaturesDict({
             # zlib: plain backgrounds compress ~10x, and it serialises as one bytes value
             # instead of 12,288 int64s (several times faster to write).
             "image": tfds.features.Tensor(shape=(IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8,
                                           encoding="zlib"),
             **labels,
-            "direction": tfds.features.ClassLabel(names=list(DIRECTIONS)),
-            "action": tfds.features.ClassLabel(names=list(ACTIONS)),
-            "frame": tfds.features.ClassLabel(num_classes=MAX_FRAMES),
+            "direction": tfds.features.ClassLabel(names=list(values["direction"])),
+            "action": tfds.features.ClassLabel(names=list(values["action"])),
+            "frame": tfds.features.ClassLabel(names=list(values["frame"])),
             "character": tfds.features.ClassLabel(num_classes=NUM_CHARACTERS),
+            # the sprite-sheet pose id (0..177, decode_pose), the same in every config
+            "pose_id": tfds.features.Scalar(dtype=np.int64),
         }),
         homepage="https://papers.nips.cc/paper/5845-deep-visual-analogy-making",
         citation=_CITATION,
@@ -881,9 +921,11 @@ class Sprites(LocalBuilder):
 
 
 def _example(image, character, attrs, pose):
+  """Labels by name (tfds encodes them as indices into the config's names), plus the
+  sprite-sheet pose id."""
   action, direction, frame = POSES[pose]
-  return {"image": image, **attrs, "pose": pose, "direction": direction,
-          "action": action, "frame": frame, "character": character}
+  return {"image": image, **attrs, "pose": POSE_NAMES[pose], "direction": direction,
+          "action": action, "frame": str(frame), "character": character, "pose_id": pose}
 
 
 def _as_uint8_64(images: np.ndarray, path) -> np.ndarray:
