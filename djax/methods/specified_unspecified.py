@@ -503,8 +503,8 @@ class SpecifiedUnspecified(base.Method):
     return jnp.concatenate([images[:, None], x.reshape((images.shape[0], m) + x.shape[1:])], 1)
 
   def interpolation_grid(self, params, stats, a, b, k: int = 8):
-    """Supplementary Fig. 9: s and z of images a and b interpolated independently, s along
-    the rows' columns and z down the rows; (0, 0) decodes a's code, (k-1, k-1) b's."""
+    """Supplementary Fig. 9: s and z of images a and b interpolated independently, s from
+    left to right and z from top to bottom; (0, 0) decodes a's code, (k-1, k-1) b's."""
     ca, cb = self.encode(params, stats, jnp.stack([a, b]))
     t = jnp.linspace(0.0, 1.0, k)[:, None]
     s = (1 - t) * ca[:self.s_dim] + t * cb[:self.s_dim]
