@@ -88,10 +88,13 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.optim.adv = defaults.adam(1e-3, b1=0.5)
     # With the authors' weights the decoder took the digit from z and ignored s within 500
     # steps (swap grid rows = z's digit); a 3x stronger adversary pushes Dec(z1, s2) to pass
-    # as id2 through s (10x collapsed every output to one image within 500 steps).
+    # as id2 through s (10x, with a 10x KL, collapsed every output to one image within 500
+    # steps), and a 3x KL prunes z (s 96.7 % / z 81.7 % at 2000 steps against 95.8 / 84.6 %
+    # with the authors' KL).
     c.loss.lambda_adv = c.loss.lambda_adv_prior = 0.03
+    c.loss.lambda_kl = 3 * 0.1 * 6 / (1 * 32 * 32)
     c.train.batch_size = 64
-    c.train.steps = 2000  # ~0.3-0.6 s/step on 2 busy CPU cores
+    c.train.steps = 4000  # 0.3-0.8 s/step on 2 busy CPU cores
     c.train.log_every = 50
     c.train.save_every = 500
     c.train.eval_every = 500
