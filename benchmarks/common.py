@@ -21,7 +21,8 @@ _PAIRED_IMAGES = {
 def synthetic_batch(config, num_devices: int, seed: int = 0) -> dict:
   """A batch shaped as the pipeline shapes it for ``config``: images
   [devices, B / devices, H, W, C] uniform in ``data.value_range`` (C = ``data.channels``,
-  default 3), plus the images (and empty label dicts) the config's pairing adds."""
+  default 3), plus the images (and label dicts: ``data.label_key`` if the config sets it and
+  ``model.num_classes``, else empty) the config's pairing adds."""
   b, s = config.train.batch_size, config.data.image_size
   c = int(config.data.get("channels", 3))
   lo, hi = config.data.get("value_range", (-1.0, 1.0))
@@ -30,10 +31,14 @@ def synthetic_batch(config, num_devices: int, seed: int = 0) -> dict:
   pairing = config.data.get("pairing")
   if pairing not in _PAIRED_IMAGES:
     raise ValueError(f"synthetic_batch: unknown pairing {pairing!r}")
-  batch = {"image": images(), "labels": {}}
-  for key in _PAIRED_IMAGES[pairing]:
-    batch[key] = images()
-    batch["labels" + key[len("image"):]] = {}
+  # A method that reads its class label (Mathieu's adversary) gets model.num_classes classes.
+  key, classes = config.data.get("label_key"), config.get("model", {}).get("num_classes")
+  labels = lambda: ({key: rng.integers(0, classes, (num_devices, b // num_devices)).astype(
+      np.int32)} if key and classes else {})
+  batch = {"image": images(), "labels": labels()}
+  for key_ in _PAIRED_IMAGES[pairing]:
+    batch[key_] = images()
+    batch["labels" + key_[len("image"):]] = labels()
   if pairing == "same_or_different":
     batch["same"] = np.zeros((num_devices, b // num_devices), bool)
   return batch

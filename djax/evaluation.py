@@ -237,6 +237,19 @@ def _linear_probe(ctx: EvalContext):
   return out
 
 
+def _part_probe(ctx: EvalContext):
+  """``linear_probe`` on each of the method's ``code_parts`` (e.g. Mathieu's s and z) from
+  one encoding of the splits."""
+  feats, facs, split = ctx.probe_split()
+  names = list(ctx.config.eval.factors)
+  out = {}
+  for part, cols in base.code_part_columns(ctx.method, ctx.features.shape[1]).items():
+    r = probes.linear_classifier_accuracy(feats, {k: facs[k] for k in names}, ctx.features,
+                                          ctx.factors, dims=f"{cols[0]}:{cols[-1] + 1}")
+    out[part] = {**r, "fit_split": split}
+  return {"parts": out}
+
+
 def _linear_regression_mae(ctx: EvalContext):
   names = ctx.continuous_names()
   if not names:
@@ -406,6 +419,14 @@ METRICS: dict[str, Metric] = {
         _linear_probe, probes.VERSIONS["linear_probe"],
         "logistic-regression accuracy per discrete factor (Hu Table 3)",
         S.per_factor("probe", "accuracy", "average"), S.format_linear_probe),
+    "part_probe": Metric(
+        _part_probe, probes.VERSIONS["linear_probe"],
+        "linear_probe on each code part (Mathieu: s should predict the label, z should not)",
+        lambda r: {f"part_probe[{p}]/{k}": v for p, pr in r["parts"].items()
+                   for k, v in pr["accuracy"].items()},
+        lambda r: "\n\n".join(f"code part {p}: " + S.format_linear_probe(pr)
+                               for p, pr in r["parts"].items()),
+        requires=("code_parts",)),
     "linear_regression_mae": Metric(
         _linear_regression_mae, probes.VERSIONS["linear_regression_mae"],
         "OLS MAE per continuous factor (Ruiz Table 1)",
