@@ -8,6 +8,7 @@ METHODS: dict[str, str | type] = {
     "mixing": "djax.methods.mixing:Mixing",
     "jacobian_supervision": "djax.methods.jacobian_supervision:JacobianSupervision",
     "jacobian_attributes": "djax.methods.jacobian_attributes:AttributeJacobianSupervision",
+    "label_relevant_vae": "djax.methods.label_relevant:LabelRelevantVAE",
 }
 
 

@@ -74,11 +74,13 @@ class SNDense(nn.Module):
   use_bias: bool = True
   n_power_iterations: int = 1
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+  normalize: bool = True  # False: the same layer without SN (no ``u``), for ablations
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
-    kernel = _Normalizer(self.n_power_iterations, name="sn")(kernel, train)
+    if self.normalize:
+      kernel = _Normalizer(self.n_power_iterations, name="sn")(kernel, train)
     y = x @ kernel
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,))
@@ -96,12 +98,14 @@ class SNConv(nn.Module):
   n_power_iterations: int = 1
   impl: str = "auto"
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+  normalize: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     shape = tuple(self.kernel_size) + (x.shape[-1], self.features)
     kernel = self.param("kernel", self.kernel_init, shape)
-    kernel = _Normalizer(self.n_power_iterations, name="sn")(kernel, train)
+    if self.normalize:
+      kernel = _Normalizer(self.n_power_iterations, name="sn")(kernel, train)
     y = conv_lib.conv(x, kernel, tuple(self.strides), self.padding, impl=self.impl)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,))
@@ -114,12 +118,14 @@ class SNEmbed(nn.Module):
   num_classes: int
   features: int
   n_power_iterations: int = 1
+  normalize: bool = True
 
   @nn.compact
   def __call__(self, labels: jax.Array, train: bool = False) -> jax.Array:
     table = self.param("embedding", nn.initializers.lecun_normal(),
                        (self.num_classes, self.features))
-    table = _Normalizer(self.n_power_iterations, name="sn")(table, train)
+    if self.normalize:
+      table = _Normalizer(self.n_power_iterations, name="sn")(table, train)
     return jnp.take(table, labels, axis=0)
 
 
