@@ -89,7 +89,7 @@ def test_other_losses_match_direct_computation():
                              [0.5 * np.sum((a - b) ** 2) for a, b in zip(xr, x)], rtol=1e-5)
   real, rec, samp = (rng.normal(size=6) * 2 for _ in range(3))
   hinge = lambda t: np.maximum(0.0, t)
-  want_d = hinge(1 - real).mean() + hinge(1 + rec).mean() + hinge(1 + samp).mean()
+  want_d = hinge(1 - real).mean() + 0.5 * (hinge(1 + rec).mean() + hinge(1 + samp).mean())
   np.testing.assert_allclose(lr.hinge_discriminator_loss(real, rec, samp), want_d, rtol=1e-5)
   np.testing.assert_allclose(lr.hinge_generator_loss(rec, samp), -rec.mean() - samp.mean(),
                              rtol=1e-5)

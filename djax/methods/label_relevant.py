@@ -133,10 +133,16 @@ def reconstruction_loss(x_rec: jax.Array, x: jax.Array) -> jax.Array:
 
 def hinge_discriminator_loss(real: jax.Array, rec: jax.Array, sampled: jax.Array) -> jax.Array:
   """Eq. (10) in the hinge form of the authors' code, over the three kinds of input of
-  Algorithm 1 line 21: E[max(0, 1 − D(x, y))] + E[max(0, 1 + D(x'_f, y))] + E[max(0, 1 +
-  D(x'_p, y))]."""
-  return (jnp.mean(jax.nn.relu(1.0 - real)) + jnp.mean(jax.nn.relu(1.0 + rec))
-          + jnp.mean(jax.nn.relu(1.0 + sampled)))
+  Algorithm 1 line 21: E[max(0, 1 − D(x, y))] + ½ E[max(0, 1 + D(x'_f, y))] + ½ E[max(0,
+  1 + D(x'_p, y))].
+
+  The two fake terms share one weight. With a weight each, where reconstructions are as
+  good as the data the hinge is minimised by D ≡ −1 there, and nothing rewards D for
+  going lower on the samples: measured on three moons, D read −1.00 on real, reconstructed
+  and sampled points alike for 20k iterations and the samples stayed diffuse.
+  """
+  return (jnp.mean(jax.nn.relu(1.0 - real)) + 0.5 * jnp.mean(jax.nn.relu(1.0 + rec))
+          + 0.5 * jnp.mean(jax.nn.relu(1.0 + sampled)))
 
 
 def hinge_generator_loss(rec: jax.Array, sampled: jax.Array) -> jax.Array:
