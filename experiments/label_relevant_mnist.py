@@ -33,7 +33,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.data.value_range = (-1.0, 1.0)  # tanh output
   c.data.input_key = "image"
   c.data.label_key = "label"
-  c.data.labelled_fraction = None  # e.g. 0.1: semi-supervised (§3.6, eq. 11)
+  # Semi-supervised (§3.6, eq. 11): e.g. --config.data.labelled_fraction=0.1 (None: all).
+  c.data.labelled_fraction = ml_collections.FieldReference(None, field_type=float)
 
   c.model = ml_collections.ConfigDict()
   c.model.num_classes = 10

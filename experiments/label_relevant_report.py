@@ -6,8 +6,9 @@
 Reads the run's config.json and latest checkpoint. Three moons: the class-conditional
 numbers (djax.toy_points), where the encoded z_s of each class lies against the mixture's
 μ_c and σ_c, and ``points.png`` (test points | generated points, as the paper's Fig. 2).
-Images: ``class_samples.png`` (row c: class c) and the fraction of n samples per class
-that djax's dataset classifier gives their conditioning class.
+Images: ``class_samples.png`` (row c: class c), the fraction of n samples per class that
+djax's dataset classifier gives their conditioning class, and the intra-class diversity
+(1 − MS-SSIM) of the samples against that of the real test images.
 """
 
 import argparse
@@ -72,6 +73,16 @@ def image_report(config, method, state, workdir, n):
   print(f"generated classified as their class: {np.mean(pred == labels):.4f} "
         f"(per class {np.round(per, 3).tolist()}); classifier test accuracy "
         f"{clf.test_accuracy['label']:.4f}")
+  from djax.metrics import generation
+  lo, hi = config.data.value_range
+  source, meta = pipeline.load_split(config.data, "test")
+  ex = source.take(np.arange(len(source)))
+  real = pipeline.model_inputs(ex, meta, config.data)
+  d_real = generation.intra_class_diversity(real, np.asarray(ex["label"]), max_val=hi - lo)
+  d_gen = generation.intra_class_diversity(gen, labels, max_val=hi - lo)
+  print(f"intra-class diversity 1 - MS-SSIM, grouped by conditioning class: generated "
+        f"{d_gen['diversity']:.4f}, real test digits {d_real['diversity']:.4f} (ratio "
+        f"{d_gen['diversity'] / d_real['diversity']:.3f})")
   grid = gen[:10 * method.num_classes].reshape(10, method.num_classes, *gen.shape[1:])
   grid = np.swapaxes(grid, 0, 1)
   path = viz.save_grid(os.path.join(workdir, "class_samples.png"), grid,
