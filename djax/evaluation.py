@@ -396,6 +396,29 @@ def _ms_ssim_diversity(ctx: EvalContext):
   return out
 
 
+def _toy_points():
+  from djax import toy_points  # imported when used: it reads the three-moons geometry
+  return toy_points
+
+
+def _class_conditional_points(ctx: EvalContext):
+  """Zheng & Sun's toy (§4.1): points the method samples for each class (``num_generated``
+  in all, classes in turn) against the evaluated split's points of that class."""
+  toy_points = _toy_points()
+  k = _score_factor(ctx)
+  ex = ctx.source.take(np.arange(len(ctx.source)))
+  data = pipeline.model_inputs(ex, ctx.split_meta(), ctx.config.data)
+  data_labels = np.asarray(ctx.eval_factors_with([k])[k]).reshape(-1)
+  n_classes = int(data_labels.max()) + 1
+  n = int(ctx.opt("num_generated", 2000)) // n_classes * n_classes
+  gen_labels = np.arange(n) % n_classes
+  gen = np.asarray(ctx.method.sample(ctx.params, ctx.stats, jax.random.PRNGKey(ctx.seed), n,
+                                     jnp.asarray(gen_labels)))
+  out = toy_points.class_conditional_report(gen, gen_labels, data, data_labels)
+  out["factor"] = k
+  return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Metric:
   fn: Callable[[EvalContext], dict]
@@ -470,6 +493,13 @@ METRICS: dict[str, Metric] = {
                                 "intra-class diversity 1 - MS-SSIM (Zheng & Sun Table 2)",
                                 S.value("ms_ssim_diversity", "diversity"),
                                 S.format_ms_ssim_diversity, requires=("decode",)),
+    "class_conditional_points": Metric(
+        _class_conditional_points, "1",
+        "three moons: per-class std of generated y vs the data's, nearest-own-moon fraction",
+        lambda r: {"points/std_ratio_min": r["std_ratio_min"],
+                   "points/nearest_own_moon": r["nearest_own_moon"]},
+        lambda r: _toy_points().format_report(r),
+        requires=("sample",)),
 }
 
 

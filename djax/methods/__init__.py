@@ -9,6 +9,7 @@ METHODS: dict[str, str | type] = {
     "jacobian_supervision": "djax.methods.jacobian_supervision:JacobianSupervision",
     "jacobian_attributes": "djax.methods.jacobian_attributes:AttributeJacobianSupervision",
     "mathieu": "djax.methods.specified_unspecified:SpecifiedUnspecified",
+    "label_relevant_vae": "djax.methods.label_relevant:LabelRelevantVAE",
 }
 
 

@@ -1,0 +1,240 @@
+"""Zheng & Sun 2019: each loss against a direct numpy computation, which parameters each
+group's gradient reaches, the n_gm scan against sequential GM steps, the precision's
+learning-rate decay, and a tiny run on three_moons through djax.train."""
+
+import importlib.util
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from djax import toy_points, train
+from djax.data import pipeline, three_moons
+from djax.methods import label_relevant as lr
+
+
+def _moons_config(variant=None):
+  path = os.path.join(os.path.dirname(__file__), "..", "experiments", "label_relevant_moons.py")
+  spec = importlib.util.spec_from_file_location("label_relevant_moons_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config(variant)
+  c.model.encoder_s_spec = c.model.encoder_u_spec = "f8-f"
+  c.model.decoder_spec = "f8-f2"
+  c.model.discriminator_spec = "f8"
+  c.model.adversary_spec = "f8-f"
+  c.progress_bar = False
+  c.tensorboard = False
+  return c
+
+
+def _np_log_softmax(a):
+  a = a - a.max(-1, keepdims=True)
+  return a - np.log(np.exp(a).sum(-1, keepdims=True))
+
+
+def test_gm_losses_match_the_authors_formulas():
+  rng = np.random.default_rng(0)
+  b, c, d = 5, 3, 4
+  z = rng.normal(size=(b, d))
+  mu = rng.normal(size=(c, d))
+  v = rng.normal(size=(c, d))
+  y = rng.integers(0, c, b)
+  lam = np.log1p(np.exp(v))  # Λ = softplus(v), a precision
+  dist = 0.5 * np.array([[np.sum(lam[k] * (z[i] - mu[k]) ** 2) for k in range(c)]
+                         for i in range(b)])
+  p = np.exp(-dist) * np.sqrt(np.prod(lam, axis=1))[None]  # the authors' p_k
+  want_cls = -np.log(p[np.arange(b), y] / p.sum(1))
+  want_lkd = dist[np.arange(b), y] - 0.5 * np.log(np.prod(lam[y], axis=1))
+  lam_j = lr.precision(jnp.asarray(v))
+  np.testing.assert_allclose(lam_j, lam, rtol=1e-6)
+  np.testing.assert_allclose(lr.gm_classification_loss(z, y, mu, lam_j), want_cls, rtol=1e-5)
+  np.testing.assert_allclose(lr.gm_likelihood_loss(z, y, mu, lam_j), want_lkd, rtol=1e-5)
+  # L_lkd is −log N(z; μ_y, Λ_y⁻¹) less (d/2) log 2π.
+  cov = np.diag(1.0 / lam[y[0]])
+  logpdf = (-0.5 * (z[0] - mu[y[0]]) @ np.linalg.inv(cov) @ (z[0] - mu[y[0]])
+            - 0.5 * np.log(np.linalg.det(2 * np.pi * cov)))
+  np.testing.assert_allclose(want_lkd[0], -logpdf - 0.5 * d * np.log(2 * np.pi), rtol=1e-6)
+  # Eq. 11: the total Gaussian of the mixture (uniform p(c)).
+  mu_t, lam_t = lr.total_gaussian(jnp.asarray(mu), lam_j)
+  var_c = 1.0 / lam
+  np.testing.assert_allclose(mu_t, mu.mean(0), rtol=1e-5)
+  np.testing.assert_allclose(1.0 / np.asarray(lam_t),
+                             var_c.mean(0) + (mu ** 2).mean(0) - mu.mean(0) ** 2, rtol=1e-4)
+  want_u = 0.5 * np.sum(np.asarray(lam_t) * (z - mu.mean(0)) ** 2, 1) - 0.5 * np.sum(
+      np.log(np.asarray(lam_t)))
+  np.testing.assert_allclose(lr.unlabelled_likelihood_loss(z, mu, lam_j), want_u, rtol=1e-4)
+  # Class-c samples z_s = μ_c + ε / √Λ_c.
+  eps = rng.normal(size=(b, d))
+  np.testing.assert_allclose(lr.sample_class_codes(eps, y, mu, lam_j),
+                             mu[y] + eps / np.sqrt(lam[y]), rtol=1e-5)
+
+
+def test_other_losses_match_direct_computation():
+  rng = np.random.default_rng(1)
+  mean, logvar = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+  want_kl = 0.5 * np.sum(mean ** 2 + np.exp(logvar) - logvar - 1, 1)
+  np.testing.assert_allclose(lr.kl_loss(mean, logvar), want_kl, rtol=1e-5)
+  logits, y = rng.normal(size=(4, 5)) * 2, rng.integers(0, 5, 4)
+  logq = _np_log_softmax(logits)
+  np.testing.assert_allclose(lr.adversary_loss(logits, y), -logq[np.arange(4), y], rtol=1e-5)
+  np.testing.assert_allclose(lr.uniform_target_loss(logits), -np.sum(logq / 5, 1), rtol=1e-5)
+  # The uniform target is minimal (log C) at a uniform prediction.
+  np.testing.assert_allclose(lr.uniform_target_loss(jnp.zeros((1, 5))), [np.log(5)], rtol=1e-6)
+  x, xr = rng.normal(size=(3, 2, 2, 1)), rng.normal(size=(3, 2, 2, 1))
+  np.testing.assert_allclose(lr.reconstruction_loss(xr, x),
+                             [0.5 * np.sum((a - b) ** 2) for a, b in zip(xr, x)], rtol=1e-5)
+  real, rec, samp = (rng.normal(size=6) * 2 for _ in range(3))
+  hinge = lambda t: np.maximum(0.0, t)
+  want_d = hinge(1 - real).mean() + 0.5 * (hinge(1 + rec).mean() + hinge(1 + samp).mean())
+  np.testing.assert_allclose(lr.hinge_discriminator_loss(real, rec, samp), want_d, rtol=1e-5)
+  np.testing.assert_allclose(lr.hinge_generator_loss(rec, samp), -rec.mean() - samp.mean(),
+                             rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  c = _moons_config()
+  c.loss.rec_weight_es, c.loss.rec_weight_eu, c.loss.rec_weight_g = 0.7, 0.3, 1.3
+  c.loss.kl_weight, c.loss.lkd_weight, c.loss.adv_weight, c.loss.gan_weight = 2.0, 0.4, 0.9, 1.1
+  method = lr.LabelRelevantVAE(c, axis_name=None)
+  a = three_moons.split_arrays("test")
+  labels = a["label"][:16].astype(np.int32).copy()
+  labels[[1, 6]] = -1  # two unlabelled examples (eq. 11)
+  batch = {"point": jnp.asarray(a["point"][:16]), "labels": {"label": jnp.asarray(labels)}}
+  state = method.init(jax.random.PRNGKey(0), batch)
+  return method, state, batch
+
+
+def _terms(m, params, stats, x, labels, labelled, keys):
+  """Algorithm 1 lines 10-23 written out directly (no pullbacks): every loss term."""
+  b = x.shape[0]
+  zs = m.encode_s(params, stats, x, True)[0]
+  (mean, logvar), _ = m.encode_u(params, stats, x, True)
+  eps = jax.vmap(lambda k: jax.random.normal(k, (2 * m.zu_dim + m.zs_dim,)))(keys)
+  eps_u, eps_sp, eps_up = jnp.split(eps, [m.zu_dim, m.zu_dim + m.zs_dim], axis=-1)
+  zu = mean + jnp.exp(0.5 * logvar) * eps_u
+  mu, lam = jax.tree_util.tree_map(jax.lax.stop_gradient, m.mixture(params))
+  pred = jnp.argmax(lr.class_log_density(jax.lax.stop_gradient(zs), mu, lam), -1)
+  cond = jnp.where(labelled, labels, pred)
+  zs_p = lr.sample_class_codes(eps_sp, cond, mu, lam)
+  out = m.decode_fn(params, stats, jnp.concatenate([zs, zs_p]),
+                    jnp.concatenate([zu, eps_up]), True)[0]
+  x_f, x_p = out[:b], out[b:]
+  logits = m.discriminate(params, stats, jnp.concatenate([x, x_f, x_p]),
+                          jnp.concatenate([cond] * 3), True)[0]
+  cls = m.adversary.apply({"params": params["cls"]}, zu, train=True)
+  y0 = jnp.maximum(labels, 0)
+  lkd = jnp.where(labelled, lr.gm_likelihood_loss(zs, y0, mu, lam),
+                  lr.unlabelled_likelihood_loss(zs, mu, lam))
+  return {"rec": jnp.mean(lr.reconstruction_loss(x_f, x)), "lkd": jnp.mean(lkd),
+          "kl": jnp.mean(lr.kl_loss(mean, logvar)),
+          "d": lr.hinge_discriminator_loss(logits[:b], logits[b:2 * b], logits[2 * b:]),
+          "gd": lr.hinge_generator_loss(logits[b:2 * b], logits[2 * b:]),
+          "c": lr.masked_mean(lr.adversary_loss(cls, y0), labelled),
+          "e": lr.masked_mean(lr.uniform_target_loss(cls), labelled)}
+
+
+def test_each_group_gets_the_gradient_of_its_own_objective(tiny):
+  m, state, batch = tiny
+  x, labels, labelled = m._split_batch(batch)
+  keys = jax.random.split(jax.random.PRNGKey(3), x.shape[0])
+  grads, metrics, _ = m.gradients(state.params, state.batch_stats, x, labels, labelled, keys)
+  lo = m.loss
+  objectives = {  # Algorithm 1 lines 24-28
+      "es": lambda t: lo.rec_weight_es * t["rec"] + lo.lkd_weight * t["lkd"],
+      "eu": lambda t: t["e"] * lo.adv_weight + lo.kl_weight * t["kl"] + lo.rec_weight_eu * t["rec"],
+      "cls": lambda t: t["c"],
+      "g": lambda t: lo.rec_weight_g * t["rec"] + lo.gan_weight * t["gd"],
+      "d": lambda t: t["d"]}
+
+  def with_group(g, p):
+    params = dict(state.params)
+    params[g] = {**params["es"], "encoder": p} if g == "es" else p
+    return params
+
+  for g, obj in objectives.items():
+    own = state.params[g]["encoder"] if g == "es" else state.params[g]
+    want = jax.grad(lambda p: obj(_terms(m, with_group(g, p), state.batch_stats, x, labels,
+                                         labelled, keys)))(own)
+    got = grads[g]["encoder"] if g == "es" else grads[g]
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6),
+                           got, want)
+  # The mixture moves in the GM steps only (lines 6-8), not in line 24.
+  assert all(float(jnp.abs(v).max()) == 0 for v in jax.tree_util.tree_leaves(grads["es"]["gm"]))
+  t = _terms(m, state.params, state.batch_stats, x, labels, labelled, keys)
+  np.testing.assert_allclose(metrics["loss_rec"], t["rec"], rtol=1e-5)
+  np.testing.assert_allclose(metrics["loss_d"], t["d"], rtol=1e-5)
+
+
+def test_gm_scan_equals_three_sequential_gm_updates(tiny):
+  m, state, batch = tiny
+  x, labels, labelled = m._split_batch(batch)
+  parts = (x[:12].reshape(3, 4, 2), labels[:12].reshape(3, 4), labelled[:12].reshape(3, 4))
+  scanned, metrics = jax.jit(m.gm_steps)(state, *parts)
+  carry = (state.params["es"], state.opt_state["es"], state.batch_stats["es"])
+  for i in range(3):
+    carry, last = m.gm_update(carry, (parts[0][i], parts[1][i], parts[2][i]))
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                         scanned.params["es"], carry[0])
+  np.testing.assert_allclose(metrics["loss_gm"][-1], last["loss_gm"], rtol=1e-5)
+  # Only the es group moved; unlabelled examples do not enter L_GM.
+  for g in ("eu", "cls", "g", "d"):
+    jax.tree_util.tree_map(np.testing.assert_array_equal, scanned.params[g], state.params[g])
+  l_all = m.gm_objective(state.params["es"], state.batch_stats["es"], x, labels, labelled)[0]
+  keep = np.flatnonzero(np.asarray(labelled))
+  l_sub = m.gm_objective(state.params["es"], state.batch_stats["es"], x[keep], labels[keep],
+                         labelled[keep])[0]
+  np.testing.assert_allclose(l_all, l_sub, rtol=1e-5)
+
+
+def test_precision_learning_rate_drops_after_its_boundary():
+  c = _moons_config()
+  c.optim.precision_decay_steps = 1  # one iteration = n_gm + 1 = 4 updates of the group
+  m = lr.LabelRelevantVAE(c, axis_name=None)
+  params = {"encoder": {"w": jnp.ones(3)}, "gm": {"mu": jnp.ones((3, 2)), "v": jnp.ones((3, 2))}}
+  grads = jax.tree_util.tree_map(jnp.ones_like, params)
+  opt = m.tx["es"].init(params)
+  steps = []
+  for _ in range(6):
+    upd, opt = m.tx["es"].update(grads, opt, params)
+    steps.append((float(upd["gm"]["v"][0, 0]), float(upd["gm"]["mu"][0, 0])))
+  v, mu = np.array(steps).T
+  np.testing.assert_allclose(v[:4], mu[:4], rtol=1e-6)
+  np.testing.assert_allclose(v[4:], 0.01 * mu[4:], rtol=1e-6)
+
+
+def test_a_tiny_run_on_three_moons_through_djax_train(tmp_path):
+  c = _moons_config()
+  c.num_devices = 2
+  c.train.batch_size = 16  # 2 devices x (3 GM batches + 1) x 2 points
+  c.train.steps = 3
+  c.train.log_every = 1
+  c.train.save_every = 3
+  c.data.labelled_fraction = 0.5
+  c.eval.num_generated = 300
+  out = train.train_and_evaluate(c, str(tmp_path / "run"))
+  rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+  assert rows[-1]["step"] == 3 and np.isfinite(rows[-1]["loss_gm"])
+  res = out["eval"]["results"]["class_conditional_points"]
+  assert set(res["per_class"]) == {"0", "1", "2"}
+  assert res["num_generated"] == 300
+  assert res["nearest_own_moon_data"] > 0.95  # the data's own points are nearest their moon
+  m = lr.LabelRelevantVAE(c, axis_name=None)
+  like = train.create_state(m, c, pipeline.get_dataset(
+      c.data, "train", batch_size=16, num_devices=1, seed=0))
+  pts = m.sample(like.params, like.batch_stats, jax.random.PRNGKey(0), 5, condition=2)
+  assert pts.shape == (5, 2)
+
+
+def test_toy_point_geometry():
+  d = toy_points.moon_distances(np.array([[-2.2, 1.0], [1.0, 0.0], [2.2, -0.5], [3.2, -1.0]]))
+  np.testing.assert_allclose(d[0, 0], 0.0, atol=1e-12)
+  np.testing.assert_allclose(d[1, 1], 0.0, atol=1e-12)  # the middle circle's right end
+  np.testing.assert_allclose(d[2, 2], np.hypot(1.0, 0.5))  # below: the nearer end point
+  np.testing.assert_allclose(d[3, 2], 1.0)
+  img = toy_points.scatter_image([(np.zeros((3, 2)), np.arange(3))] * 2, size=100)
+  assert img.dtype == np.uint8 and img.shape[1] == 200
