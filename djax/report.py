@@ -6,7 +6,10 @@ one row per headline number (each metric's ``headline`` in ``djax.evaluation.MET
 plus, where a paper reports the number, a column with the paper's value
 (``djax/metrics/paper_numbers.json``: the row djax's method reimplements, with the table it
 comes from), and ``DIR/report.png``, a bar chart of the numbers that lie in [0, 1]
-(drawn with Pillow).  The markdown is also printed.
+(drawn with Pillow), and ``DIR/curves.png``: every logged loss and metric of each run's
+``metrics.jsonl`` against the step, one panel per quantity, the runs overlaid (a single run
+gives that run's curves; a log scale where a positive quantity spans over 100x). The
+markdown is also printed.
 """
 
 from __future__ import annotations
@@ -129,6 +132,81 @@ def bar_chart(runs: list[dict], refs: list[dict], path: str) -> str:
   return path
 
 
+_NOT_CURVES = ("step", "epoch", "steps_per_second")
+
+
+def load_curves(path: str) -> dict[str, list[tuple[int, float]]]:
+  """quantity -> [(step, value)] from a run's metrics.jsonl ({} when it has none)."""
+  run_dir = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+  file = os.path.join(run_dir, "metrics.jsonl")
+  out: dict[str, list[tuple[int, float]]] = {}
+  if not os.path.exists(file):
+    return out
+  with open(file) as f:
+    for line in f:
+      try:
+        row = json.loads(line)
+      except ValueError:
+        continue
+      for k, v in row.items():
+        if k not in _NOT_CURVES and isinstance(v, (int, float)) and v == v:
+          out.setdefault(k, []).append((int(row["step"]), float(v)))
+  return out
+
+
+def curves_chart(named: list[tuple[str, dict]], path: str, cols: int = 3) -> str | None:
+  """One panel per quantity, every run's curve overlaid in its colour."""
+  import math
+
+  from PIL import Image, ImageDraw, ImageFont
+  keys: list[str] = []
+  for _, c in named:
+    keys += [k for k in c if k not in keys]
+  if not keys:
+    return None
+  font = ImageFont.load_default()
+  pw, ph, m = 330, 190, 42
+  rows = -(-len(keys) // cols)
+  legend = 16 * len(named) + 10
+  img = Image.new("RGB", (cols * pw, legend + rows * ph), "white")
+  draw = ImageDraw.Draw(img)
+  for i, (name, _) in enumerate(named):
+    draw.rectangle([10, 6 + 16 * i, 20, 16 + 16 * i], fill=PALETTE[i % len(PALETTE)])
+    draw.text((26, 5 + 16 * i), name, fill="black", font=font)
+  for j, k in enumerate(keys):
+    x0, y0 = (j % cols) * pw, legend + (j // cols) * ph
+    pts = [p for _, c in named for p in c.get(k, [])]
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    log = min(ys) > 0 and max(ys) / min(ys) > 100
+    f = (lambda v: math.log10(v)) if log else (lambda v: v)
+    lo_x, hi_x = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    lo_y, hi_y = f(min(ys)), f(max(ys))
+    if hi_y <= lo_y:
+      hi_y = lo_y + 1e-9 + abs(lo_y) * 1e-3
+    box = (x0 + m, y0 + 18, x0 + pw - 10, y0 + ph - 24)
+    draw.rectangle(box, outline=(180, 180, 180))
+    draw.text((x0 + m, y0 + 3), k + (" (log)" if log else ""), fill="black", font=font)
+    draw.text((x0 + 2, box[1]), f"{max(ys):.3g}", fill="black", font=font)
+    draw.text((x0 + 2, box[3] - 10), f"{min(ys):.3g}", fill="black", font=font)
+    draw.text((box[0], box[3] + 4), str(lo_x), fill="black", font=font)
+    draw.text((box[2] - 40, box[3] + 4), str(hi_x), fill="black", font=font)
+
+    def xy(step, v):
+      return (box[0] + (step - lo_x) / (hi_x - lo_x) * (box[2] - box[0]),
+              box[3] - (f(v) - lo_y) / (hi_y - lo_y) * (box[3] - box[1]))
+
+    for i, (_, c) in enumerate(named):
+      line = [xy(st, v) for st, v in c.get(k, [])]
+      if len(line) > 1:
+        draw.line(line, fill=PALETTE[i % len(PALETTE)], width=2)
+      elif line:
+        draw.ellipse([line[0][0] - 2, line[0][1] - 2, line[0][0] + 2, line[0][1] + 2],
+                     fill=PALETTE[i % len(PALETTE)])
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  img.save(path)
+  return path
+
+
 def make_report(paths: list[str], out_dir: str) -> tuple[str, str, str]:
   runs = [load_eval(p) for p in paths]
   names = [r["name"] for r in runs]
@@ -141,6 +219,10 @@ def make_report(paths: list[str], out_dir: str) -> tuple[str, str, str]:
   md_path = os.path.join(out_dir, "report.md")
   png_path = bar_chart(runs, refs, os.path.join(out_dir, "report.png"))
   md += f"\n![scores in [0, 1]](report.png)\n"
+  curves = curves_chart([(r["name"], load_curves(p)) for r, p in zip(runs, paths)],
+                        os.path.join(out_dir, "curves.png"))
+  if curves:
+    md += "\n![losses and metrics against the step](curves.png)\n"
   with open(md_path, "w") as f:
     f.write(md)
   return md, md_path, png_path
@@ -151,7 +233,9 @@ def main(argv):
     raise app.UsageError("usage: python -m djax.report RUN_DIR [RUN_DIR ...] [--out=DIR]")
   md, md_path, png_path = make_report(argv[1:], flags.FLAGS.out)
   print(md)
-  print(f"wrote {md_path} and {png_path}")
+  print(f"wrote {md_path} and {png_path}" + (
+      f" and {os.path.join(os.path.dirname(md_path), 'curves.png')}"
+      if os.path.exists(os.path.join(os.path.dirname(md_path), "curves.png")) else ""))
 
 
 if __name__ == "__main__":
