@@ -100,3 +100,43 @@ def test_a_batch_that_does_not_split_over_the_devices_fails_before_any_work(tmp_
   with pytest.raises(ValueError, match="does not split over 3 devices"):
     train.train_and_evaluate(c, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")
+
+
+def test_the_loop_waits_on_the_step_max_steps_in_flight_back(tmp_path, monkeypatch):
+  """With no log or save step to sync on, the host still waits for the step two back, so a
+  Ctrl-C stops within a couple of steps of the device's real work."""
+  import jax
+  c = _config(7, save_every=1000)
+  c.train.log_every = 1000
+  c.train.max_steps_in_flight = 2
+  waited = []
+  real = jax.block_until_ready
+  monkeypatch.setattr(jax, "block_until_ready", lambda x: waited.append(1) or real(x))
+  out = train.train_and_evaluate(c, str(tmp_path))
+  assert out["end_step"] == 7
+  assert len(waited) == 7 - 2  # steps 3..7 each wait for step (done - 2)
+
+
+def test_a_second_sigint_aborts(monkeypatch):
+  stop = train._StopRequest()
+  stop._handle(2, None)
+  assert stop.requested == "SIGINT"
+  with pytest.raises(KeyboardInterrupt):
+    stop._handle(2, None)
+
+
+def test_main_turns_an_abort_into_one_line(monkeypatch, capsys):
+  from absl import flags
+  from djax import main, stages
+  flags.FLAGS(["djax.main", "--config=experiments/mixing_sprites.py:small",
+               "--workdir=/tmp/unused-abort", "--noretain_host_memory", "--compile_cache="])
+  monkeypatch.setattr(stages, "main", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+  monkeypatch.setattr(os, "_exit", lambda code: (_ for _ in ()).throw(SystemExit(code)))
+  try:
+    with pytest.raises(SystemExit) as e:
+      main.main(["djax.main"])
+  finally:
+    flags.FLAGS.unparse_flags()
+  assert e.value.code == 130
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == ["djax: aborted; the last checkpoint is intact, rerun to resume"]
