@@ -97,7 +97,7 @@ def _track_file_writers(writer_module) -> None:
   _TRACKING.append(cls)
   import gc
   for obj in gc.get_objects():  # made before tracking started (kept alive by atexit)
-    if isinstance(obj, cls):
+    if type(obj) is cls:  # not isinstance: it reads __class__, which warns on some objects
       _OPEN_WRITERS.add(obj)
 
 
