@@ -18,7 +18,6 @@ import json
 import math
 import os
 import signal
-import sys
 import time
 from typing import Any
 
@@ -380,21 +379,20 @@ def _train(method, config, workdir, devices, previous) -> dict[str, Any]:
         if stopping:
           summary["stopped_by"] = stopping
           break
+    state = unreplicate(rstate)
+    summary["end_step"] = int(state.step)
+    summary["train_step_traces"] = len(traces)
+    if "stopped_by" not in summary and int(state.step) >= tc.steps and main:
+      write_samples(method, state, config, workdir, int(state.step), writer)
+      if config.eval.get("at_end", True) and config.eval.metrics:
+        summary["eval"] = evaluation.evaluate_and_write(method, state, config, workdir,
+                                                        step=int(state.step))
   finally:
+    # Also when the run raises: an open TensorBoard writer's thread fails at interpreter exit.
     bar.close()
-    if writer and "end_step" not in summary and sys.exc_info()[0] is not None:
+    if writer:
       writer.close()
-  state = unreplicate(rstate)
-  summary["end_step"] = int(state.step)
-  summary["train_step_traces"] = len(traces)
-  if "stopped_by" not in summary and int(state.step) >= tc.steps and main:
-    write_samples(method, state, config, workdir, int(state.step), writer)
-    if config.eval.get("at_end", True) and config.eval.metrics:
-      summary["eval"] = evaluation.evaluate_and_write(method, state, config, workdir,
-                                                      step=int(state.step))
-  if writer:
-    writer.close()
-  ckpt.close()
+    ckpt.close()
   return summary
 
 
