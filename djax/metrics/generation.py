@@ -200,7 +200,8 @@ def ms_ssim(x, y, *, max_val: float = 255.0, filter_size: int = 11, sigma: float
     ``tf.image.ssim_multiscale(x, y, max_val, power_factors=ms_ssim_scales(H, W))``;
   * ``"raise"``: a ValueError, as ``tf.image.ssim_multiscale`` and pytorch-msssim;
   * ``"shrink_window"``: every scale, the window truncated to the scale's size (same sigma,
-    renormalised); a statistic of its own (up to 0.11 from a 3-px window's at 64 px).
+    renormalised); a statistic of its own, far from any fixed window's at the coarse
+    scales.
 
   The default keeps the standard window and reproduces TensorFlow's arithmetic, where
   refusing would leave djax's 28-64 px datasets without the score and shrinking the window

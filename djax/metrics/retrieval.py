@@ -38,7 +38,7 @@ Conventions (the paper does not specify them; these are ours):
   of ``|q|^2 + |x|^2``) is far below the float32 rounding, so the order is
   that of the exact distances up to such near-ties.  Without the centring
   that error scales with the codes' offset, not their spread: codes sharing
-  an offset 1e8 times their spread ranked by rounding noise; a duplicate's distance
+  a large offset were ranked by rounding noise; a duplicate's distance
   may come out as a tiny positive number rather than 0, which changes no
   ranking.
 * **Queries with no relevant item** (the query's attribute value occurs once in
