@@ -432,11 +432,13 @@ class Metric:
 S = summary
 METRICS: dict[str, Metric] = {
     "chunk_retrieval_map": Metric(
-        _chunk_retrieval_map, "1", "NN retrieval mAP per (chunk, factor), Hu et al. Table 2",
+        _chunk_retrieval_map, retrieval.VERSIONS["chunk_retrieval_map"],
+        "NN retrieval mAP per (chunk, factor), Hu et al. Table 2",
         S.per_factor("nn_map", "best_map", "best_average"), S.format_chunk_map,
         requires=("code_parts",)),
     "retrieval_map": Metric(
-        _retrieval_map, "1", "NN retrieval mAP per factor on eval.code_slice",
+        _retrieval_map, retrieval.VERSIONS["retrieval_map"],
+        "NN retrieval mAP per factor on eval.code_slice",
         S.per_factor(lambda r: f"map[{r['dims']}]", "map", "average"), S.format_retrieval_map),
     "linear_probe": Metric(
         _linear_probe, probes.VERSIONS["linear_probe"],

@@ -297,3 +297,16 @@ def test_sampling_with_a_fixed_factor_on_a_non_factorial_dataset():
   first = rng.integers(0, 40, 200)
   batch = idx.same_value(factor, first, (200, 16), rng)
   assert np.all(ys[factor[:, None], batch] == ys[factor, first][:, None])
+
+
+def test_beta_vae_does_not_depend_on_the_codes_scale():
+  """Standardised features: a code and the same code x100 (or + an offset) score the same
+  (raw features leave lbfgs unconverged at large scales and change the score)."""
+  rng = np.random.default_rng(3)
+  f = {"a": rng.integers(0, 4, 3000), "b": rng.integers(0, 3, 3000)}
+  codes = np.stack([f["a"] + 0.3 * rng.normal(size=3000), f["b"] + 0.3 * rng.normal(size=3000),
+                    rng.normal(size=3000)], axis=1)
+  kw = dict(num_train=600, num_eval=300, batch_size=16, seed=0)
+  base = dm.beta_vae(codes, f, **kw)["score"]
+  assert base > 0.9
+  assert dm.beta_vae(100.0 * codes + 5.0, f, **kw)["score"] == pytest.approx(base, abs=1e-9)
