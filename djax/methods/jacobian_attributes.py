@@ -339,20 +339,15 @@ class AttributeJacobianSupervision(base.Method):
     stage s ≥ 1 a student (``config.loss`` updated with ``stages.student_loss``) started from
     stage s − 1; ``stages.metrics`` on ``stages.eval_stages``."""
     st = config.stages
-    n = 1 + int(st.num_students)
-    evals = {s % n for s in st.get("eval_stages", (0, -1))}
     out = []
-    for stage in range(n):
-      c = ml_collections.ConfigDict(config.to_dict())
-      del c["stages"]
-      c.model.stage = stage
+    for stage, c, evaluated in js.teacher_student_configs(config):
       if stage == 0:
         c.train.steps = int(st.teacher_epochs) * steps_per_epoch
         c.loss.cycle_start_step = int(st.cycle_start_epoch) * steps_per_epoch
       else:
         c.loss.update(dict(st.student_loss))
         c.train.steps = int(st.epochs_per_stage) * steps_per_epoch
-      c.eval.metrics = tuple(st.metrics) if stage in evals else ()
+      c.eval.metrics = tuple(st.metrics) if evaluated else ()
       d = cls(c, axis_name=None)
       out.append(base.Stage(name=f"stage_{stage:02d}", config=c, from_previous=stage > 0,
                             description=f"d = {d.code_size - d.k}"))

@@ -357,6 +357,20 @@ class SVHNArch:
 ARCHS = {"mlp": MLPArch, "svhn_conv": SVHNArch}
 
 
+def teacher_student_configs(config):
+  """(stage, plain config, evaluated) for stage 0 (the teacher) and each of
+  ``stages.num_students`` students: a copy of ``config`` without ``stages``, with
+  ``model.stage`` set; ``evaluated``: the stage is one of ``stages.eval_stages``."""
+  st = config.stages
+  n = 1 + int(st.num_students)
+  evals = {s % n for s in st.get("eval_stages", (0, -1))}
+  for stage in range(n):
+    c = ml_collections.ConfigDict(config.to_dict())
+    del c["stages"]
+    c.model.stage = stage
+    yield stage, c, stage in evals
+
+
 def _percent(x) -> str:
   return "" if x is None else f"{100 * x:.1f} %"
 
@@ -503,20 +517,15 @@ class JacobianSupervision(base.Method):
     """Stage 0 the teacher (code ``stages.first_code_size``), stage s a student with
     ``model.new_units`` more units, started from stage s − 1 and trained against it."""
     st = config.stages
-    n = 1 + int(st.num_students)
-    evals = {s % n for s in st.get("eval_stages", (0, -1))}
     out = []
-    for stage in range(n):
-      c = ml_collections.ConfigDict(config.to_dict())
-      del c["stages"]
-      c.model.stage = stage
+    for stage, c, evaluated in teacher_student_configs(config):
       c.model.code_size = int(st.first_code_size) + stage * int(c.model.new_units)
       epochs = st.teacher_epochs if stage == 0 else st.epochs_per_stage
       c.train.steps = int(epochs) * steps_per_epoch
       # Test MSE on every stage; swap success (both readings of Table 1's protocol, see
       # djax.evaluation's swap_labels) on the stages Table 1 reports.
       metrics = ["reconstruction_mse"]
-      if stage in evals:
+      if evaluated:
         metrics += list(st.get("metrics", ("swap_success", "swap_success_true")))
       c.eval.metrics = tuple(metrics)
       c.eval.swap_dims = st.swap_dims
