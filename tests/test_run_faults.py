@@ -140,3 +140,36 @@ def test_main_turns_an_abort_into_one_line(monkeypatch, capsys):
   assert e.value.code == 130
   err = capsys.readouterr().err.strip().splitlines()
   assert err == ["djax: aborted; the last checkpoint is intact, rerun to resume"]
+
+
+def _cli(args, cwd):
+  import subprocess
+  import sys
+  env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  p = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=env,
+                     timeout=300)
+  return p.returncode, p.stdout + p.stderr
+
+
+def test_user_errors_are_one_line_and_write_nothing(tmp_path):
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  cfg = os.path.join(repo, "experiments", "mixing_sprites.py")
+  bad = tmp_path / "bad_config.py"
+  bad.write_text("def get_config(:\n  pass\n")
+  afile = tmp_path / "afile"
+  afile.write_text("")
+  cases = [
+      (["-m", "djax.main", f"--config={cfg}:small", "--config.train.stepz=3"],
+       "unknown config key 'stepz' in --config.train.stepz; did you mean 'steps'?"),
+      (["-m", "djax.main", f"--config={tmp_path}/nope.py"], "config file"),
+      (["-m", "djax.main", f"--config={bad}"], "has a syntax error at line 1"),
+      (["-m", "djax.main", f"--config={cfg}:small", f"--workdir={afile}"],
+       f"--workdir {afile} is a file"),
+      (["-m", "djax.evaluate", f"--workdir={tmp_path}/none"], "no checkpoints in"),
+  ]
+  for args, want in cases:
+    code, out = _cli(args + ["--noretain_host_memory"] * (args[1] == "djax.main"), tmp_path)
+    errors = [l for l in out.splitlines() if "error:" in l]
+    assert code != 0 and len(errors) == 1 and want in errors[0], (args, out[-2000:])
+    assert "Traceback" not in out, out[-2000:]
+  assert sorted(os.listdir(tmp_path)) == ["afile", "bad_config.py"]  # nothing created
