@@ -40,10 +40,20 @@ _TINY_MIXING = " ".join([
     "--config.eval.num_grid_images=2", "--config.progress_bar=False",
     "--config.tensorboard=False", "--config.num_devices=1",
 ])
+_TINY_JACOBIAN = " ".join([
+    "--config.stages.num_students=1", "--config.stages.teacher_epochs=1",
+    "--config.stages.epochs_per_stage=1", "\"--config.stages.eval_stages=()\"",
+    "--config.train.log_every=10", "--config.progress_bar=False",
+])
 TINY = {
     "mixing_sprites_tpu.ipynb": dict(CONFIG="experiments/mixing_sprites.py:small", STEPS=2,
                                      OVERRIDES=_TINY_MIXING),
+    "jacobian_mnist_tpu.ipynb": dict(CONFIG="experiments/jacobian_mnist.py:small", STEPS=0,
+                                     OVERRIDES=_TINY_JACOBIAN),
 }
+# What each tiny run leaves: (its eval.json relative to WORKDIR, the step it records).
+EXPECT = {"mixing_sprites_tpu.ipynb": ("eval.json", 2),
+          "jacobian_mnist_tpu.ipynb": ("stage_01/eval.json", 31)}
 
 
 def _installed_from_this_checkout() -> bool:
@@ -111,9 +121,11 @@ def test_notebook_runs_from_this_checkout(path, tmp_path):
   assert f"djax checkout: {REPO}" in text
   if install:
     assert f"pip install -q -e {REPO}" in text
-  assert (workdir / "eval.json").exists() and glob.glob(str(workdir / "samples" / "*.png"))
-  with open(workdir / "eval.json") as f:
-    assert json.load(f)["step"] == 2
+  rel, step = EXPECT[os.path.basename(path)]
+  assert (workdir / rel).exists() and glob.glob(str(workdir / os.path.dirname(rel) / "samples"
+                                                     / "*.png"))
+  with open(workdir / rel) as f:
+    assert json.load(f)["step"] == step
   images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
   assert images, "the results cell shows the sample overview"
 
