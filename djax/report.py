@@ -218,7 +218,7 @@ def make_report(paths: list[str], out_dir: str) -> tuple[str, str, str]:
   os.makedirs(out_dir, exist_ok=True)
   md_path = os.path.join(out_dir, "report.md")
   png_path = bar_chart(runs, refs, os.path.join(out_dir, "report.png"))
-  md += f"\n![scores in [0, 1]](report.png)\n"
+  md += "\n![scores in [0, 1]](report.png)\n"
   curves = curves_chart([(r["name"], load_curves(p)) for r, p in zip(runs, paths)],
                         os.path.join(out_dir, "curves.png"))
   if curves:
