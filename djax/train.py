@@ -182,6 +182,8 @@ def check_config(method, config, num_devices: int | None = None) -> None:
   for key, low in (("steps", 1), ("batch_size", 1), ("log_every", 1), ("save_every", 1),
                    ("keep_checkpoints", 1), ("eval_every", 0)):
     value = tc.get(key, low)
+    if key == "keep_checkpoints" and value is None:  # None: keep every checkpoint
+      continue
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
       raise ValueError(f"config.train.{key} is {value!r}; it must be an integer >= {low} "
                        f"(--config.train.{key}=...)")
