@@ -238,3 +238,71 @@ def test_toy_point_geometry():
   np.testing.assert_allclose(d[3, 2], 1.0)
   img = toy_points.scatter_image([(np.zeros((3, 2)), np.arange(3))] * 2, size=100)
   assert img.dtype == np.uint8 and img.shape[1] == 200
+
+
+def _image_method(size=8):
+  """A tiny image model (8x8x1) built from the mnist config."""
+  path = os.path.join(os.path.dirname(__file__), "..", "experiments", "label_relevant_mnist.py")
+  spec = importlib.util.spec_from_file_location("label_relevant_mnist_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config()
+  c.model.zs_dim, c.model.zu_dim = 3, 4
+  c.model.encoder_s_spec = c.model.encoder_u_spec = "c4k3s2-f8-f"
+  c.model.decoder_spec = f"f{size * size}-r({size},{size},1)-c1k3"
+  c.model.discriminator_spec = "c4k3s2-f8"
+  c.model.adversary_spec = "f8-f"
+  m = lr.LabelRelevantVAE(c, axis_name=None)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (6, size, size, 1), minval=-1, maxval=1)
+  batch = {"image": x, "labels": {"label": jnp.arange(6) % 10}}
+  return m, m.init(jax.random.PRNGKey(0), batch), x
+
+
+def test_inpainting_masks_cover_the_named_patch():
+  r = np.asarray(lr.inpainting_mask("right_half", 4, 6))[..., 0]
+  np.testing.assert_array_equal(r, np.tile([0, 0, 0, 1, 1, 1], (4, 1)))
+  b = np.asarray(lr.inpainting_mask("bottom_half", 4, 6))[..., 0]
+  np.testing.assert_array_equal(b, np.repeat([[0], [0], [1], [1]], 6, axis=1))
+  c = np.asarray(lr.inpainting_mask("centre", 8, 8))[..., 0]
+  assert c.sum() == 16 and c[2:6, 2:6].all()
+  with pytest.raises(ValueError, match="right_half"):
+    lr.inpainting_mask("eyes", 8, 8)
+
+
+def test_inpainting_keeps_the_known_part_and_fills_the_patch_from_the_corrupted_code():
+  m, state, x = _image_method()
+  p, s = state.params, state.batch_stats
+  mask = lr.inpainting_mask("right_half", 8, 8)
+  out = m.inpaint(p, s, x, mask)
+  known = np.asarray(mask[..., 0]) == 0
+  # Known pixels are the original's, exactly (not its reconstruction).
+  np.testing.assert_array_equal(np.asarray(out["inpainted"])[:, known], np.asarray(x)[:, known])
+  # The encoders see the corrupted image: the patch holds the fill (0, the middle of
+  # [-1, 1]) and the known pixels stay.
+  np.testing.assert_array_equal(np.asarray(out["corrupted"])[:, ~known], 0.0)
+  np.testing.assert_array_equal(np.asarray(out["corrupted"])[:, known], np.asarray(x)[:, known])
+  # The patch is the decoder's output on (ẑ_s, μ_u) of the corrupted image, no label given.
+  corrupted = np.where(known[None, :, :, None], np.asarray(x), 0.0)
+  want = m.decode(p, s, m.encode(p, s, jnp.asarray(corrupted)))
+  np.testing.assert_allclose(np.asarray(out["inpainted"])[:, ~known],
+                             np.asarray(want)[:, ~known], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(np.asarray(out["inpainted"])[:, ~known], np.asarray(x)[:, ~known])
+  # Nothing of the hidden pixels reaches the result.
+  x2 = jnp.where(jnp.asarray(known)[None, :, :, None], x, -x + 0.3)
+  out2 = m.inpaint(p, s, x2, mask)
+  np.testing.assert_array_equal(np.asarray(out2["inpainted"]), np.asarray(out["inpainted"]))
+  # ... whereas the original's reconstruction does depend on them.
+  rec = m.decode(p, s, m.encode(p, s, x))
+  assert not np.allclose(np.asarray(rec)[:, ~known], np.asarray(want)[:, ~known])
+
+
+def test_eval_images_show_masked_inpainted_original_per_pattern():
+  m, state, x = _image_method()
+  grids = m.eval_images(state.params, state.batch_stats, x, n=4)
+  for pattern in lr.INPAINT_PATTERNS:
+    g = np.asarray(grids[f"inpaint_{pattern}"])
+    assert g.shape == (4, 3, 8, 8, 1)
+    r = m.inpaint(state.params, state.batch_stats, x[:4], lr.inpainting_mask(pattern, 8, 8))
+    np.testing.assert_allclose(g[:, 0], r["corrupted"], atol=1e-6)
+    np.testing.assert_allclose(g[:, 1], r["inpainted"], atol=1e-6)
+    np.testing.assert_array_equal(g[:, 2], np.asarray(x[:4]))

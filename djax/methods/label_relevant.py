@@ -27,6 +27,10 @@ Network groups, one optax state each (Algorithm 1):
 Semi-supervised (§3.6, eq. 11): examples whose ``label_mask`` is False (or label −1) skip
 L_GM, L_C^adv and L_E^adv, and their L_lkd is taken under the mixture's total Gaussian
 N(μ_t, Σ_t); the discriminator conditions them on the mixture's own prediction argmax_c q(c|ẑ_s).
+
+Inpainting (§4.5): ``inpaint`` encodes a corrupted image with both encoders (no label),
+decodes, and keeps the known pixels: x^inp = M ⊙ x' + (1 − M) ⊙ x; ``eval_images`` shows it
+for the masks of ``INPAINT_PATTERNS``.
 """
 
 from __future__ import annotations
@@ -154,6 +158,42 @@ def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.sum(values * m) / jnp.maximum(jnp.sum(m), 1.0)
 
 
+# ----------------------------------------------------------------------------- inpainting (§4.5)
+
+# Patterns of §4.5 that need no face landmarks. The paper corrupts "right-half, eyes, nose
+# and mouth, and bottom-half regions" of aligned 64x64 faces; 'centre' (the central box of
+# half the height and half the width) is where eyes, nose and mouth lie on such a crop, and
+# is defined on any image.
+INPAINT_PATTERNS = ("right_half", "bottom_half", "centre")
+
+
+def inpainting_mask(pattern: str, height: int, width: int) -> jax.Array:
+  """M of §4.5 as float32 [H, W, 1]: 1 on the corrupted patch, 0 where x is known."""
+  rows = jnp.arange(height)[:, None]
+  cols = jnp.arange(width)[None, :]
+  if pattern == "right_half":
+    m = cols >= width // 2
+  elif pattern == "bottom_half":
+    m = rows >= height // 2
+  elif pattern == "centre":
+    m = ((rows >= height // 4) & (rows < height // 4 + height // 2)
+         & (cols >= width // 4) & (cols < width // 4 + width // 2))
+  else:
+    raise ValueError(f"unknown inpainting pattern {pattern!r}; use one of {INPAINT_PATTERNS}")
+  return jnp.broadcast_to(m, (height, width)).astype(jnp.float32)[..., None]
+
+
+def corrupt(x: jax.Array, mask: jax.Array, fill: float) -> jax.Array:
+  """The corrupted input the encoders see: x where M = 0, the constant ``fill`` where M = 1
+  (the paper does not say what the patch holds; a constant carries nothing of x)."""
+  return (1.0 - mask) * x + mask * fill
+
+
+def blend(x: jax.Array, x_rec: jax.Array, mask: jax.Array) -> jax.Array:
+  """§4.5: x^inp = M ⊙ x' + (1 − M) ⊙ x. The known part is x itself, not its reconstruction."""
+  return mask * x_rec + (1.0 - mask) * x
+
+
 # ----------------------------------------------------------------------------- networks
 
 class ProjectionDiscriminator(nn.Module):
@@ -211,6 +251,11 @@ class LabelRelevantVAE(base.Method):
     self.discriminator = ProjectionDiscriminator(
         m.discriminator_spec, self.num_classes,
         spectral_norm=bool(m.get("discriminator_spectral_norm", True)))
+    # What a corrupted patch holds when inpainting: the middle of the data's value range
+    # (grey), unless model.inpaint_fill says otherwise.
+    lo, hi = config.data.get("value_range", (-1.0, 1.0))
+    fill = m.get("inpaint_fill", None)
+    self.inpaint_fill = 0.5 * (lo + hi) if fill is None else float(fill)
     self.loss = config.loss
     self.n_gm = int(config.loss.n_gm)
     self.gm_batches = config.loss.get("gm_batches", "split")
@@ -473,9 +518,22 @@ class LabelRelevantVAE(base.Method):
     zu = jax.random.normal(k_u, (n, self.zu_dim))
     return self.decode_fn(params, stats, zs, zu)[0]
 
+  def inpaint(self, params, stats, x: jax.Array, mask: jax.Array,
+              fill: float | None = None) -> dict[str, jax.Array]:
+    """§4.5: the corrupted x goes through both encoders (no label is given: z_s comes from
+    Encoder^s), the decoder gives x' from (ẑ_s, μ_u), and x^inp = M ⊙ x' + (1 − M) ⊙ x.
+    ``mask`` broadcasts against x ([H, W, 1] or [B, H, W, C]), 1 on the corrupted patch.
+    Returns the corrupted input, x' and x^inp."""
+    corrupted = corrupt(x, mask, self.inpaint_fill if fill is None else fill)
+    x_rec = self.decode(params, stats, self.encode(params, stats, corrupted))
+    return {"corrupted": corrupted, "reconstruction": x_rec,
+            "inpainted": blend(x, x_rec, mask)}
+
   def eval_images(self, params, stats, images: jax.Array, n: int = 8) -> dict[str, jax.Array]:
     """Class-conditional samples (row c: class c; a column shares its z_u, as Fig. 8/4a),
-    input/reconstruction pairs, and z_s of row images with z_u of column images."""
+    input/reconstruction pairs, z_s of row images with z_u of column images, and one
+    inpainting grid per pattern (row: an image; columns: masked input | inpainted | original,
+    as Fig. 7)."""
     c = self.num_classes
     k_s, k_u = jax.random.split(jax.random.PRNGKey(0))
     mu, lam = self.mixture(params)
@@ -493,5 +551,10 @@ class LabelRelevantVAE(base.Method):
     cells = self.decode(params, stats, mixed).reshape((m, m) + images.shape[1:])
     top = jnp.concatenate([jnp.ones_like(x[:1]), x[m:2 * m]])[None]
     body = jnp.concatenate([x[:m, None], cells], axis=1)
-    return {"class_samples": samples, "reconstruction": jnp.stack([x, rec]),
-            "zs_rows_zu_columns": jnp.concatenate([top, body], axis=0)}
+    out = {"class_samples": samples, "reconstruction": jnp.stack([x, rec]),
+           "zs_rows_zu_columns": jnp.concatenate([top, body], axis=0)}
+    x_in = images[:n]
+    for pattern in INPAINT_PATTERNS:
+      r = self.inpaint(params, stats, x_in, inpainting_mask(pattern, *images.shape[1:3]))
+      out[f"inpaint_{pattern}"] = jnp.stack([r["corrupted"], r["inpainted"], x_in], axis=1)
+    return out
