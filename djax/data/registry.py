@@ -21,6 +21,9 @@ BUILDERS = {
     "mnist_5k_elastic": ("djax.data.mnist_5k_elastic", "Mnist5kElastic"),
     "styled_mnist": ("djax.data.styled_mnist", "StyledMnist"),
     "three_moons": ("djax.data.three_moons", "ThreeMoons"),
+    # read from files you download yourself (--config.data.manual_dir)
+    "facescrub": ("djax.data.facescrub", "Facescrub"),
+    "cub": ("djax.data.cub", "Cub"),
 }
 
 # The class label of builders that do not name one (what 'same_label' pairs share).
@@ -155,6 +158,11 @@ def open_split(data_cfg, split: str):
   if base in BUILDERS:
     if not b.is_prepared():
       manual_dir = data_cfg.get("manual_dir") or None
+      # Builders that read a manual_dir check it first: a one-line error naming the
+      # directory, rather than tfds's assertion from inside the preparation.
+      check = getattr(type(b), "check_manual_dir", None)
+      if check is not None:
+        check(manual_dir)
       import tensorflow_datasets as tfds
       b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   split = getattr(type(b), "SPLIT_ALIASES", {}).get(split, split)
