@@ -205,11 +205,16 @@ class ProjectionDiscriminator(nn.Module):
   negative_slope: float = 0.2
   conv_impl: str = "auto"
   spectral_norm: bool = True  # False: plain layers (the paper names SN for its image models)
+  # Average the last feature map over space before the first dense layer (Table 4's "global
+  # average pooling" between FaceScrub's convolutions and its fc 1024); False: flatten.
+  global_pool: bool = False
 
   @nn.compact
   def __call__(self, x, labels, train: bool = False):
     h = x
     for i, layer in enumerate(parse_spec(self.spec)):
+      if layer.kind == "dense" and h.ndim == 4 and self.global_pool:
+        h = jnp.mean(h, axis=(1, 2))
       if layer.kind == "conv":
         h = sn.SNConv(layer.features, (layer.kernel,) * 2, (layer.stride,) * 2,
                       impl=self.conv_impl, normalize=self.spectral_norm,
@@ -243,14 +248,18 @@ class LabelRelevantVAE(base.Method):
     self.num_classes = int(m.num_classes)
     self.zs_dim, self.zu_dim = int(m.zs_dim), int(m.zu_dim)
     self.tanh_output = m.get("output", "tanh") == "tanh"
-    net = functools.partial(SpecNet, axis_name=axis_name)
+    # The encoders', decoder's and adversary's activation: leaky ReLU with this slope (0:
+    # ReLU, as Table 3 prints for CIFAR-10); the discriminator keeps its own leaky ReLU.
+    net = functools.partial(SpecNet, axis_name=axis_name,
+                            negative_slope=float(m.get("negative_slope", 0.2)))
     self.enc_s = net(m.encoder_s_spec, out_features=self.zs_dim, norm=m.encoder_norm)
     self.enc_u = net(m.encoder_u_spec, out_features=2 * self.zu_dim, norm=m.encoder_norm)
     self.decoder = net(m.decoder_spec, norm=m.decoder_norm)
     self.adversary = net(m.adversary_spec, out_features=self.num_classes, norm="none")
     self.discriminator = ProjectionDiscriminator(
         m.discriminator_spec, self.num_classes,
-        spectral_norm=bool(m.get("discriminator_spectral_norm", True)))
+        spectral_norm=bool(m.get("discriminator_spectral_norm", True)),
+        global_pool=bool(m.get("discriminator_global_pool", False)))
     # What a corrupted patch holds when inpainting: the middle of the data's value range
     # (grey), unless model.inpaint_fill says otherwise.
     lo, hi = config.data.get("value_range", (-1.0, 1.0))
