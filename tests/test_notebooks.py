@@ -45,15 +45,28 @@ _TINY_JACOBIAN = " ".join([
     "--config.stages.epochs_per_stage=1", "\"--config.stages.eval_stages=()\"",
     "--config.train.log_every=10", "--config.progress_bar=False",
 ])
+_TINY_LABEL_RELEVANT = " ".join([
+    "--config.model.zs_dim=4", "--config.model.zu_dim=4",
+    "--config.model.encoder_s_spec=c8k4s2-f", "--config.model.encoder_u_spec=c8k4s2-f",
+    "--config.model.decoder_spec=f392-r(7,7,8)-d8k4s2-d1k4s2",
+    "--config.model.discriminator_spec=c8k4s2-f16", "--config.model.adversary_spec=f8-f",
+    "--config.train.batch_size=8", "--config.train.log_every=1", "--config.train.save_every=2",
+    "--config.train.eval_every=0", "\"--config.eval.metrics=('linear_probe',)\"",
+    "--config.eval.num_grid_images=2", "--config.progress_bar=False",
+    "--config.tensorboard=False", "--config.num_devices=1",
+])
 TINY = {
     "mixing_sprites_tpu.ipynb": dict(CONFIG="experiments/mixing_sprites.py:small", STEPS=2,
                                      OVERRIDES=_TINY_MIXING),
     "jacobian_mnist_tpu.ipynb": dict(CONFIG="experiments/jacobian_mnist.py:small", STEPS=0,
                                      OVERRIDES=_TINY_JACOBIAN),
+    "label_relevant_tpu.ipynb": dict(CONFIG="experiments/label_relevant_mnist.py", STEPS=2,
+                                     OVERRIDES=_TINY_LABEL_RELEVANT),
 }
 # What each tiny run leaves: (its eval.json relative to WORKDIR, the step it records).
 EXPECT = {"mixing_sprites_tpu.ipynb": ("eval.json", 2),
-          "jacobian_mnist_tpu.ipynb": ("stage_01/eval.json", 31)}
+          "jacobian_mnist_tpu.ipynb": ("stage_01/eval.json", 31),
+          "label_relevant_tpu.ipynb": ("eval.json", 2)}
 
 
 def _installed_from_this_checkout() -> bool:
