@@ -18,13 +18,24 @@ _PAIRED_IMAGES = {
 }
 
 
+def _stored_channels(data_cfg) -> int:
+  """The channels of the config's dataset as stored (mnist_5k: 1), read from its spec or
+  tfds features without reading or preparing any data; 3 for a name djax does not know."""
+  from djax.data import registry
+  try:
+    shape = registry.stored_shape(data_cfg)
+  except (ValueError, FileNotFoundError):
+    return 3
+  return int(shape[-1]) if len(shape) == 3 else 3
+
+
 def synthetic_batch(config, num_devices: int, seed: int = 0) -> dict:
   """A batch shaped as the pipeline shapes it for ``config``: images
   [devices, B / devices, H, W, C] uniform in ``data.value_range`` (C = ``data.channels``,
-  default 3), plus the images (and label dicts: ``data.label_key`` if the config sets it and
+  else the dataset's stored channels, else 3), plus the images (and label dicts: ``data.label_key`` if the config sets it and
   ``model.num_classes``, else empty) the config's pairing adds."""
   b, s = config.train.batch_size, config.data.image_size
-  c = int(config.data.get("channels", 3))
+  c = int(config.data.get("channels", 0) or _stored_channels(config.data))
   lo, hi = config.data.get("value_range", (-1.0, 1.0))
   rng = np.random.default_rng(seed)
   images = lambda: rng.uniform(lo, hi, (num_devices, b // num_devices, s, s, c)).astype(np.float32)

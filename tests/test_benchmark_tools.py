@@ -27,3 +27,16 @@ def test_op_times_reads_the_ops_of_a_trace(tmp_path):
   # Two matrix products ran, as dots or library fusions; no container event is counted.
   assert any("dot" in k or "fusion" in k for k in kinds), kinds
   assert not any(k.startswith(("PjitFunction", "PmapFunction")) for k in kinds), kinds
+
+
+def test_synthetic_batches_have_the_datasets_channels():
+  import ml_collections
+  cfg = lambda name, size, **data: ml_collections.ConfigDict({
+      "train": {"batch_size": 8}, "model": {"num_classes": 10},
+      "data": {"name": name, "image_size": size, "value_range": (-1.0, 1.0),
+               "label_key": "label", "data_dir": "", **data}})
+  b = profile_step.synthetic_batch(cfg("mnist_5k", 28), 2)  # Zheng & Sun's MNIST config
+  assert b["image"].shape == (2, 4, 28, 28, 1)
+  assert b["labels"]["label"].shape == (2, 4) and b["labels"]["label"].max() < 10
+  assert profile_step.synthetic_batch(cfg("cifar10", 32), 1)["image"].shape[-1] == 3
+  assert profile_step.synthetic_batch(cfg("mnist_5k", 28, channels=3), 1)["image"].shape[-1] == 3
