@@ -205,6 +205,17 @@ def test_precision_learning_rate_drops_after_its_boundary():
   v, mu = np.array(steps).T
   np.testing.assert_allclose(v[:4], mu[:4], rtol=1e-6)
   np.testing.assert_allclose(v[4:], 0.01 * mu[4:], rtol=1e-6)
+  # precision_lr_scale speeds v up before the boundary only; after it, the base rate x 0.01.
+  c.optim.precision_lr_scale = 100.0
+  m = lr.LabelRelevantVAE(c, axis_name=None)
+  opt = m.tx["es"].init(params)
+  steps = []
+  for _ in range(6):
+    upd, opt = m.tx["es"].update(grads, opt, params)
+    steps.append((float(upd["gm"]["v"][0, 0]), float(upd["gm"]["mu"][0, 0])))
+  v, mu = np.array(steps).T
+  np.testing.assert_allclose(v[:4], 100 * mu[:4], rtol=1e-5)
+  np.testing.assert_allclose(v[4:], 0.01 * mu[4:], rtol=1e-5)
 
 
 def test_a_tiny_run_on_three_moons_through_djax_train(tmp_path):

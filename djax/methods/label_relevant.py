@@ -280,9 +280,14 @@ class LabelRelevantVAE(base.Method):
     n_gm + 1 times (the GM steps, then line 24), and optax counts updates."""
     cfg = optim.es
     boundary = int(optim.get("precision_decay_steps", 0)) * (self.n_gm + 1)
-    lr = cfg.learning_rate
-    if boundary:
-      lr = optax.piecewise_constant_schedule(lr, {boundary: float(optim.precision_decay)})
+    # precision_lr_scale (default 1: the same Adam as the rest of es) multiplies v's learning
+    # rate before the decay, for data where 2 epochs are too few steps for Σ_c to converge
+    # (B.4 decays it on the premise that L_GM has converged by then).
+    scale = float(optim.get("precision_lr_scale", 1.0))
+    lr = cfg.learning_rate * scale
+    if boundary:  # after it: the base rate x precision_decay, whatever the scale was
+      lr = optax.piecewise_constant_schedule(
+          lr, {boundary: float(optim.get("precision_decay", 1.0)) / scale})
     labels = lambda p: {"encoder": jax.tree_util.tree_map(lambda _: "net", p["encoder"]),
                         "gm": {"mu": "net", "v": "precision"}}
     return optax.multi_transform({"net": base.make_optimizer(cfg),
