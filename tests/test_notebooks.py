@@ -13,7 +13,6 @@ import glob
 import json
 import os
 import re
-import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
