@@ -21,6 +21,7 @@ BUILDERS = {
     "mnist_5k_elastic": ("djax.data.mnist_5k_elastic", "Mnist5kElastic"),
     "styled_mnist": ("djax.data.styled_mnist", "StyledMnist"),
     "three_moons": ("djax.data.three_moons", "ThreeMoons"),
+    "yaleb": ("djax.data.yaleb", "YaleB"),  # reads manual_dir (no download)
 }
 
 # The class label of builders that do not name one (what 'same_label' pairs share).
