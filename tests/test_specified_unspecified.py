@@ -199,6 +199,32 @@ def test_code_parts_swap_grid_and_sample(tiny_setup):
     method.sample(p, s, jax.random.PRNGKey(0), 3)
 
 
+def test_swap_adversarial_weight_ramps_with_the_step(tiny_setup):
+  config, batch, state = tiny_setup
+  assert [float(su.ramp(t, 10, 20, 0.03, 0.33)) for t in (0, 10, 20, 30, 100)] == pytest.approx(
+      [0.03, 0.03, 0.18, 0.33, 0.33])
+  assert float(su.ramp(50, 10, 0, 0.03, 0.33)) == pytest.approx(0.03)  # no ramp: constant
+  c = config.copy_and_resolve_references()
+  c.loss.lambda_adv, c.loss.lambda_adv_final = 0.03, 0.33
+  c.loss.adv_ramp_start, c.loss.adv_ramp_steps = 10, 20
+  step = jax.jit(su.SpecifiedUnspecified(c, axis_name=None).train_step)
+  lo = c.loss
+  for t, weight in ((0, 0.03), (20, 0.18), (40, 0.33)):
+    _, metrics = step(state.replace(step=jnp.asarray(t, jnp.int32)), batch,
+                      jax.random.PRNGKey(1))
+    assert float(metrics["lambda_adv"]) == pytest.approx(weight)
+    want = (lo.lambda_rec * metrics["loss_rec"] + lo.lambda_swap * metrics["loss_swap"]
+            + weight * metrics["loss_adv_swap"] + lo.lambda_adv_prior
+            * metrics["loss_adv_prior"] + lo.lambda_kl * metrics["loss_kl"])
+    np.testing.assert_allclose(metrics["loss_ae"], want, rtol=1e-5)
+  # the variant's schedule: :small's 0.03 until step 1000, 0.15 from step 3000
+  ramped = tiny_config(variant="small_adv_ramp")
+  m = su.SpecifiedUnspecified(ramped, axis_name=None)
+  assert [float(m.swap_adversarial_weight(t)) for t in (0, 1000, 2000, 3000, 4000)] == \
+      pytest.approx([0.03, 0.03, 0.09, 0.15, 0.15])
+  assert ramped.loss.lambda_adv_prior == 0.03
+
+
 def _code(s_part, z_part):
   return jnp.concatenate([s_part, z_part], -1)[None]
 
