@@ -105,6 +105,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # those nats buy z nothing in reconstruction, so a tighter bottleneck should drop them
     # first, and it pulls every class's q(z | class) towards the same N(0, I), which is what
     # a linear probe on μ_z measures. 10x the authors' KL (3.3x :small's); adversary as :small.
+    # Measured (4k steps): z -> label 57.0 % (:small 78.4 %), s 97.3 %, MSE 0.0176 (0.0145).
     c.loss.lambda_kl = 10 * 0.1 * 6 / (1 * 32 * 32)
   if variant == "small_adv_ramp":
     # The term that pushes the label out of z1 is the adversarial one on Dec(z1, s2): its
@@ -114,6 +115,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # start collapsed the decoder before s carried the label. So: :small's weights for the
     # first 1,000 steps (s learns the label, reconstructions settle), then the swap term's
     # weight ramps linearly to 5x (0.15) by step 3,000; the prior term stays at 0.03.
+    # Measured (4k steps): z -> label 78.1 % (:small 78.4 %), s 96.8 %, MSE 0.0226 (worse):
+    # the decoder met the stronger adversary with its images; z kept its ~25 nats. See README.
     c.loss.lambda_adv_final = 0.15
     c.loss.adv_ramp_start = 1000
     c.loss.adv_ramp_steps = 2000
