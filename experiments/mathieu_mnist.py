@@ -18,7 +18,8 @@ import ml_collections
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import defaults  # noqa: E402  (experiments/defaults.py: what every experiment shares)
 
-VARIANTS = ("full", "mnist_5k", "small", "pretrained_s", "small_pretrained_s")
+VARIANTS = ("full", "mnist_5k", "small", "small_kl10", "small_adv_ramp", "pretrained_s",
+            "small_pretrained_s")
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
@@ -76,9 +77,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.eval.sample_split = "test"
   c.eval.num_grid_images = 8
 
-  if variant in ("mnist_5k", "small", "small_pretrained_s"):
+  if variant in ("mnist_5k", "small", "small_kl10", "small_adv_ramp", "small_pretrained_s"):
     c.data.name = "mnist_5k"
-  if variant in ("small", "small_pretrained_s"):
+  if variant in ("small", "small_kl10", "small_adv_ramp", "small_pretrained_s"):
     # CPU-sized: narrower nets and a larger, less noisy batch; Adam for both groups (the
     # authors' README commands use Adam for both) at the port's β (0.5, 0.999) and a
     # learning rate that settles within a few thousand steps.
@@ -98,6 +99,27 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.train.log_every = 50
     c.train.save_every = 500
     c.train.eval_every = 500
+  if variant == "small_kl10":
+    # z -> label stays high (78 % at 4k steps with :small) although s carries the label. The
+    # KL charges z for every nat it holds, the label's included; with s carrying the label
+    # those nats buy z nothing in reconstruction, so a tighter bottleneck should drop them
+    # first, and it pulls every class's q(z | class) towards the same N(0, I), which is what
+    # a linear probe on μ_z measures. 10x the authors' KL (3.3x :small's); adversary as :small.
+    # Measured (4k steps): z -> label 57.0 % (:small 78.4 %), s 97.3 %, MSE 0.0176 (0.0145).
+    c.loss.lambda_kl = 10 * 0.1 * 6 / (1 * 32 * 32)
+  if variant == "small_adv_ramp":
+    # The term that pushes the label out of z1 is the adversarial one on Dec(z1, s2): its
+    # gradient reaches the encoder through z1, and a z1 that still says "id1" makes the
+    # swapped image fail as id2. At :small's 0.03 the adversary wins that game throughout
+    # (mean Adv(Dec(z1, s2)) ~ 0.25, generator loss ~1.7), but a stronger weight from the
+    # start collapsed the decoder before s carried the label. So: :small's weights for the
+    # first 1,000 steps (s learns the label, reconstructions settle), then the swap term's
+    # weight ramps linearly to 5x (0.15) by step 3,000; the prior term stays at 0.03.
+    # Measured (4k steps): z -> label 78.1 % (:small 78.4 %), s 96.8 %, MSE 0.0226 (worse):
+    # the decoder met the stronger adversary with its images; z kept its ~25 nats. See README.
+    c.loss.lambda_adv_final = 0.15
+    c.loss.adv_ramp_start = 1000
+    c.loss.adv_ramp_steps = 2000
   if variant in ("pretrained_s", "small_pretrained_s"):
     # §4: the s encoder first trained as a classifier, then frozen (djax.stages runs both).
     c.stages = ml_collections.ConfigDict()

@@ -7,7 +7,7 @@ djax/data/tfds_datasets.py): s = the object instance, z = pose and lighting.
 stated; 64x64 is the size of the disentanglement literature (and of djax's smallnorb
 variants). tfds's ``instance`` numbers the objects within a category (0-9) and the train and
 test splits hold different instances, so the probes score the category, azimuth, elevation
-and lighting. Yale-B is not wired in (it has no tfds builder; it would need manual_dir).
+and lighting. Yale-B: experiments/mathieu_yaleb.py (read from manual_dir).
 """
 
 import os

@@ -54,6 +54,14 @@ _TINY_LABEL_RELEVANT = " ".join([
     "--config.eval.num_grid_images=2", "--config.progress_bar=False",
     "--config.tensorboard=False", "--config.num_devices=1",
 ])
+_TINY_MATHIEU = " ".join([
+    "--config.model.trunk_spec=c8k5s2-c16k5s2", "--config.model.adversary_spec=c8k5s2-c16k5s2",
+    "--config.model.s_dim=4", "--config.model.z_dim=4",
+    "--config.train.batch_size=8", "--config.train.log_every=1", "--config.train.save_every=2",
+    "--config.train.eval_every=0", "\"--config.eval.metrics=('part_probe',)\"",
+    "--config.eval.num_grid_images=2", "--config.progress_bar=False",
+    "--config.tensorboard=False", "--config.num_devices=1",
+])
 TINY = {
     "mixing_sprites_tpu.ipynb": dict(CONFIG="experiments/mixing_sprites.py:small", STEPS=2,
                                      OVERRIDES=_TINY_MIXING),
@@ -61,11 +69,14 @@ TINY = {
                                      OVERRIDES=_TINY_JACOBIAN),
     "label_relevant_tpu.ipynb": dict(CONFIG="experiments/label_relevant_mnist.py", STEPS=2,
                                      OVERRIDES=_TINY_LABEL_RELEVANT),
+    "mathieu_mnist_tpu.ipynb": dict(CONFIG="experiments/mathieu_mnist.py:small", STEPS=2,
+                                    OVERRIDES=_TINY_MATHIEU),
 }
 # What each tiny run leaves: (its eval.json relative to WORKDIR, the step it records).
 EXPECT = {"mixing_sprites_tpu.ipynb": ("eval.json", 2),
           "jacobian_mnist_tpu.ipynb": ("stage_01/eval.json", 31),
-          "label_relevant_tpu.ipynb": ("eval.json", 2)}
+          "label_relevant_tpu.ipynb": ("eval.json", 2),
+          "mathieu_mnist_tpu.ipynb": ("eval.json", 2)}
 
 
 def _installed_from_this_checkout() -> bool:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_shapes
-from djax import stages, train
+from djax import train
 from djax.data import pipeline
 from djax.data.pipeline import to_model_images
 from djax.methods import specified_unspecified as su
@@ -197,6 +197,93 @@ def test_code_parts_swap_grid_and_sample(tiny_setup):
   assert x.shape == (3, 16, 16, 3) and float(jnp.max(jnp.abs(x))) <= 1.0
   with pytest.raises(ValueError, match="needs a condition"):
     method.sample(p, s, jax.random.PRNGKey(0), 3)
+
+
+def test_swap_adversarial_weight_ramps_with_the_step(tiny_setup):
+  config, batch, state = tiny_setup
+  assert [float(su.ramp(t, 10, 20, 0.03, 0.33)) for t in (0, 10, 20, 30, 100)] == pytest.approx(
+      [0.03, 0.03, 0.18, 0.33, 0.33])
+  assert float(su.ramp(50, 10, 0, 0.03, 0.33)) == pytest.approx(0.03)  # no ramp: constant
+  c = config.copy_and_resolve_references()
+  c.loss.lambda_adv, c.loss.lambda_adv_final = 0.03, 0.33
+  c.loss.adv_ramp_start, c.loss.adv_ramp_steps = 10, 20
+  step = jax.jit(su.SpecifiedUnspecified(c, axis_name=None).train_step)
+  lo = c.loss
+  for t, weight in ((0, 0.03), (20, 0.18), (40, 0.33)):
+    _, metrics = step(state.replace(step=jnp.asarray(t, jnp.int32)), batch,
+                      jax.random.PRNGKey(1))
+    assert float(metrics["lambda_adv"]) == pytest.approx(weight)
+    want = (lo.lambda_rec * metrics["loss_rec"] + lo.lambda_swap * metrics["loss_swap"]
+            + weight * metrics["loss_adv_swap"] + lo.lambda_adv_prior
+            * metrics["loss_adv_prior"] + lo.lambda_kl * metrics["loss_kl"])
+    np.testing.assert_allclose(metrics["loss_ae"], want, rtol=1e-5)
+  # the variant's schedule: :small's 0.03 until step 1000, 0.15 from step 3000
+  ramped = tiny_config(variant="small_adv_ramp")
+  m = su.SpecifiedUnspecified(ramped, axis_name=None)
+  assert [float(m.swap_adversarial_weight(t)) for t in (0, 1000, 2000, 3000, 4000)] == \
+      pytest.approx([0.03, 0.03, 0.09, 0.15, 0.15])
+  assert ramped.loss.lambda_adv_prior == 0.03
+
+
+def _code(s_part, z_part):
+  return jnp.concatenate([s_part, z_part], -1)[None]
+
+
+def test_generation_grid_keeps_each_rows_s_and_draws_z_from_the_prior(tiny_setup):
+  config, batch, state = tiny_setup
+  method = su.SpecifiedUnspecified(config, axis_name=None)
+  p, s = state.params, state.batch_stats
+  images, rng, m = batch["image"][:3], jax.random.PRNGKey(5), 4
+  grid = np.asarray(method.generation_grid(p, s, images, rng, m))
+  assert grid.shape == (3, 1 + m, 16, 16, 3)
+  np.testing.assert_array_equal(grid[:, 0], np.asarray(images))  # the source image first
+  codes = method.encode(p, s, images)
+  z = jax.random.normal(rng, (3 * m, 4)).reshape(3, m, 4)
+  for r, c in ((0, 0), (1, 2), (2, 3)):  # row r: s of image r; column c: prior draw (r, c)
+    want = method.decode(p, s, _code(codes[r, :4], z[r, c]))[0]
+    np.testing.assert_allclose(grid[r, 1 + c], np.asarray(want), atol=1e-5)
+  other_s = method.decode(p, s, _code(codes[0, :4], z[1, 2]))[0]
+  assert np.abs(grid[1, 3] - np.asarray(other_s)).max() > 1e-3  # the row's own s matters
+
+
+def test_interpolation_grid_s_along_rows_z_down_columns(tiny_setup):
+  """Supplementary Fig. 9 ("the lines show interpolation along the specified part and the
+  column show interpolation along the unspecified part"): cell (r, c) decodes
+  s = lerp(s_a, s_b, c / (k-1)) and z = lerp(z_a, z_b, r / (k-1))."""
+  config, batch, state = tiny_setup
+  method = su.SpecifiedUnspecified(config, axis_name=None)
+  p, s = state.params, state.batch_stats
+  a, b, k = batch["image"][0], batch["image_other"][0], 4
+  grid = np.asarray(method.interpolation_grid(p, s, a, b, k))
+  assert grid.shape == (k, k, 16, 16, 3)
+  ca, cb = np.asarray(method.encode(p, s, jnp.stack([a, b])))
+  lerp = lambda u, v, t: (1 - t) * u + t * v
+  dec = lambda s_part, z_part: np.asarray(method.decode(p, s, _code(s_part, z_part))[0])
+  np.testing.assert_allclose(grid[0, 0], dec(ca[:4], ca[4:]), atol=1e-5)  # a's own code
+  np.testing.assert_allclose(grid[-1, -1], dec(cb[:4], cb[4:]), atol=1e-5)  # b's own code
+  np.testing.assert_allclose(grid[0, -1], dec(cb[:4], ca[4:]), atol=1e-5)  # s of b, z of a
+  np.testing.assert_allclose(grid[-1, 0], dec(ca[:4], cb[4:]), atol=1e-5)  # s of a, z of b
+  r, c = 1, 2
+  want = dec(lerp(ca[:4], cb[:4], c / (k - 1)), lerp(ca[4:], cb[4:], r / (k - 1)))
+  np.testing.assert_allclose(grid[r, c], want, atol=1e-5)
+  transposed = dec(lerp(ca[:4], cb[:4], r / (k - 1)), lerp(ca[4:], cb[4:], c / (k - 1)))
+  assert np.abs(grid[r, c] - transposed).max() > 1e-3  # rows and columns are not exchangeable
+
+
+def test_eval_images_gives_swap_generation_interpolation_reconstruction(tiny_setup):
+  config, batch, state = tiny_setup
+  method = su.SpecifiedUnspecified(config, axis_name=None)
+  p, s = state.params, state.batch_stats
+  images = jnp.concatenate([batch["image"], batch["image_other"]])[:6]
+  out = {k: np.asarray(v) for k, v in method.eval_images(p, s, images, n=3).items()}
+  assert set(out) == {"swap", "generation", "interpolation", "reconstruction"}
+  assert out["swap"].shape == (4, 4, 16, 16, 3)
+  np.testing.assert_allclose(out["swap"], np.asarray(method.swap_grid(p, s, images[:3],
+                                                                      images[3:6])), atol=1e-6)
+  assert out["generation"].shape == (3, 4, 16, 16, 3)
+  np.testing.assert_allclose(out["interpolation"], np.asarray(
+      method.interpolation_grid(p, s, images[0], images[3], 3)), atol=1e-6)
+  assert out["reconstruction"].shape == (2, 6, 16, 16, 3)
 
 
 def test_triplets_share_and_differ_in_label():

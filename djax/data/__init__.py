@@ -6,7 +6,8 @@
     train.meta                       # DatasetMeta: shapes, value range, factors, classes
 
 Datasets by name (``known_names()``): djax's offline builders (``sprites``, ``mnist_5k``,
-``styled_mnist``, ``three_moons``), the tfds datasets of the papers with their crops and
+``styled_mnist``, ``three_moons``; ``yaleb`` reads the user's Cropped Yale files from
+manual_dir), the tfds datasets of the papers with their crops and
 sizes (``tfds_datasets.SPECS``), arrays registered with ``register_arrays``. Samplers
 (pairs, triplets, reference stream, labelled fraction) are in ``samplers``.
 """

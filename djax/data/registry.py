@@ -24,6 +24,7 @@ BUILDERS = {
     # read from files you download yourself (--config.data.manual_dir)
     "facescrub": ("djax.data.facescrub", "Facescrub"),
     "cub": ("djax.data.cub", "Cub"),
+    "yaleb": ("djax.data.yaleb", "YaleB"),
 }
 
 # The class label of builders that do not name one (what 'same_label' pairs share).

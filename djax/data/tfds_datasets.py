@@ -24,6 +24,10 @@ dsprites        64        as stored; pixels are 0/1 in tfds, scaled to 0/255
 shapes3d        64        as stored
 smallnorb       96, 64    96 as stored (left camera, ``image``); 64 area-resized (the size
                           of the disentanglement literature; Mathieu et al. do not state it)
+yaleb           64, 32    djax's builder of the Cropped Extended Yale B faces (read from
+                          manual_dir, ``djax.data.yaleb``), stored 192x168: the central
+                          168x168 (rows 12..180, no distortion of the aspect ratio),
+                          area-resized; Mathieu et al. state no size, 64 is djax's default
 ==============  ========  ===============================================================
 
 Reading needs no TensorFlow (``tfds.data_source`` over array_record files, images decoded
@@ -160,6 +164,7 @@ _MNIST_VARIANTS = (
 )
 _CELEBA_HU = (55, 35, 108, 108)  # central 108x108 of 218x178
 _CELEBA_FADER = (20, 0, 178, 178)  # rows 20..198: Lample et al. / Lezama
+_YALEB_SQUARE = (12, 0, 168, 168)  # the central 168x168 of the 192x168 Cropped Yale faces
 
 SPECS: dict[str, Spec] = {s.name: s for s in (
     Spec("mnist", (28, 28, 1), _MNIST_VARIANTS, 28, label_key="label",
@@ -193,6 +198,14 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
         Variant(64, note="area-resized to 64x64"),
     ), 96, label_key="label_category",
          source="tfds smallnorb: LeCun et al. 2004, https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/"),
+    Spec("yaleb", (192, 168, 1), (
+        Variant(64, crop=_YALEB_SQUARE, note="central 168x168 -> 64x64 (djax's default)"),
+        Variant(32, crop=_YALEB_SQUARE, note="central 168x168 -> 32x32"),
+    ), 64, label_key="subject",
+         continuous={"azimuth_degrees": (-130.0, 130.0), "elevation_degrees": (-40.0, 90.0)},
+         source="djax builder yaleb: Cropped Extended Yale B (Lee, Ho & Kriegman 2005), read "
+                "from manual_dir/CroppedYale",
+         manual="yaleb: unzip CroppedYale.zip into manual_dir (see djax.data.yaleb)"),
 )}
 
 

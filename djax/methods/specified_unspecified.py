@@ -208,6 +208,15 @@ def generator_adversarial_loss(fake_logits: jax.Array, real_target: float = 0.95
   return jnp.mean(base.sigmoid_bce(fake_logits, jnp.full_like(fake_logits, real_target)))
 
 
+def ramp(step, start: int, steps: int, begin: float, end: float):
+  """A loss weight that is ``begin`` until ``start``, moves linearly to ``end`` over ``steps``
+  steps, then stays there (``steps`` 0: ``begin`` throughout). ``step`` may be traced."""
+  if not steps:
+    return jnp.asarray(begin, jnp.float32)
+  t = jnp.clip((jnp.asarray(step, jnp.float32) - start) / steps, 0.0, 1.0)
+  return begin + (end - begin) * t
+
+
 def classification_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Cross-entropy of the s classifier of §4 ("followed by a classification loss"), batch mean."""
   return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
@@ -323,14 +332,25 @@ class SpecifiedUnspecified(base.Method):
         opt_state={g: self.tx[g].init(params[g]) for g in self.groups}, rng=k_state)
 
   # -- Algorithm 1
-  def generator_objective(self, ae, params, stats, batch, eps, eps_prior):
+  def swap_adversarial_weight(self, step):
+    """The weight of the generator's adversarial term on Dec(z1, s2) at ``step``:
+    ``loss.lambda_adv``, or, with ``loss.adv_ramp_steps`` > 0, a linear ramp from it to
+    ``loss.lambda_adv_final`` over that many steps from ``loss.adv_ramp_start`` (``ramp``)."""
+    lo = self.loss
+    steps = int(lo.get("adv_ramp_steps", 0) or 0)
+    return ramp(step, int(lo.get("adv_ramp_start", 0) or 0), steps, float(lo.lambda_adv),
+                float(lo.get("lambda_adv_final", lo.lambda_adv)))
+
+  def generator_objective(self, ae, params, stats, batch, eps, eps_prior, step=0):
     """The generative model's step of Algorithm 1 as a function of the ``ae`` group alone
     (the adversary's parameters enter as constants: "keeping the weights of Adv frozen").
 
-    ``eps``: noise of z1's reparameterisation [B, Z]; ``eps_prior``: z ~ N(0, I) [B, Z].
+    ``eps``: noise of z1's reparameterisation [B, Z]; ``eps_prior``: z ~ N(0, I) [B, Z];
+    ``step``: the training step (only a ramped ``swap_adversarial_weight`` reads it).
     Returns (total, (losses, fake X̃12, new statistics)).
     """
     lo = self.loss
+    lambda_adv = self.swap_adversarial_weight(step)
     params = {**params, "ae": ae}
     x1, x1s, x2 = batch["image"], batch["image_same"], batch["image_other"]
     id2 = batch["labels_other"][self.label_key]
@@ -352,9 +372,10 @@ class SpecifiedUnspecified(base.Method):
               "loss_adv_prior": generator_adversarial_loss(adv(x_prior2), lo.real_target),
               "loss_kl": kl_divergence(mu1, logvar1)}
     total = (lo.lambda_rec * losses["loss_rec"] + lo.lambda_swap * losses["loss_swap"]
-             + lo.lambda_adv * losses["loss_adv_swap"]
+             + lambda_adv * losses["loss_adv_swap"]
              + lo.lambda_adv_prior * losses["loss_adv_prior"] + lo.lambda_kl * losses["loss_kl"])
     losses["loss_ae"] = total
+    losses["lambda_adv"] = lambda_adv
     return total, (losses, x12, {**enc_stats, "decoder": dec_stats})
 
   def adversary_objective(self, p_adv, stats, x_real, x_fake, labels):
@@ -384,7 +405,7 @@ class SpecifiedUnspecified(base.Method):
     pair = jax.vmap(lambda k: jax.random.normal(k, (2, self.z_dim)))(keys)
     return pair[:, 0], pair[:, 1]
 
-  def gradients(self, params, stats, batch, rng):
+  def gradients(self, params, stats, batch, rng, step=0):
     """Every group's gradient on one batch, before averaging over devices:
     (grads per group, metrics, new statistics)."""
     if self.mode == "s_classifier":
@@ -393,7 +414,7 @@ class SpecifiedUnspecified(base.Method):
       return {"ae": g}, metrics, {**stats, **new_stats}
     eps, eps_prior = self.noise(rng, batch["image"].shape[0])
     g_ae, (losses, x12, gen_stats) = jax.grad(self.generator_objective, has_aux=True)(
-        params["ae"], params, stats, batch, eps, eps_prior)
+        params["ae"], params, stats, batch, eps, eps_prior, step)
     g_adv, (readings, adv_stats) = jax.grad(self.adversary_objective, has_aux=True)(
         params["adv"], stats["adv"], batch["image_other"], x12,
         batch["labels_other"][self.label_key])
@@ -403,7 +424,8 @@ class SpecifiedUnspecified(base.Method):
   def train_step(self, state: base.TrainState, batch: dict[str, Any], rng: jax.Array):
     """One iteration of Algorithm 1: the generator's and the adversary's updates, both from
     the current parameters, each with its own optimiser."""
-    grads, metrics, new_stats = self.gradients(state.params, state.batch_stats, batch, rng)
+    grads, metrics, new_stats = self.gradients(state.params, state.batch_stats, batch, rng,
+                                               state.step)
     grads = base.pmean(grads, self.axis_name)
     new_params, new_opt = base.update_groups(self.tx, grads, state.opt_state, state.params,
                                              self.groups)
