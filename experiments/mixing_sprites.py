@@ -40,6 +40,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.model.decoder_norm = "batch"
   c.model.discriminator_norm = "batch"
   c.model.classifier_norm = "batch"
+  # GAN balancing, off in the paper and the authors' code: spectral normalisation of every
+  # discriminator weight (Miyato et al. 2018); see also loss.r1_gamma, optim.dsc.learning_rate.
+  c.model.discriminator_spectral_norm = False
 
   c.loss = ml_collections.ConfigDict()
   c.loss.lambda_mix = 1.0
@@ -48,6 +51,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.loss.lambda_rec = 0.0  # not in eq. 4; the authors' code adds 10 x reconstruction
   c.loss.gan = "non_saturating"
   c.loss.mask_per_example = True  # the authors' code shares one mask per batch
+  # γ of the R1 penalty γ/2 E||∇_x Dsc(x1)||² on the discriminator's real images (Mescheder
+  # et al. 2018, eq. 9); 0: off (not in the paper or the authors' code).
+  c.loss.r1_gamma = 0.0
 
   c.optim = ml_collections.ConfigDict()
   for group in ("ae", "dsc", "cls"):
@@ -55,6 +61,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.optim[group] = ml_collections.ConfigDict(dict(
         learning_rate=2e-4, b1=0.5, b2=0.999, decay_every=20000, decay_rate=0.9,
         weight_decay=0.0, clip_norm=0.0))
+  # A discriminator learning rate of its own (--config.optim.dsc.learning_rate=5e-5) is the
+  # third GAN-balancing option (two time-scale rules, Heusel et al. 2017, run it the other
+  # way: a slower D); the paper and the authors' code use one rate for all.
 
   c.train.batch_size = 64  # authors' code
   c.train.steps = 100_000

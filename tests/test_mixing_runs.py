@@ -5,12 +5,16 @@ the MNIST / CelebA configs."""
 import json
 import os
 
+import chex
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import tiny_mixing_config
 from djax import evaluation, methods, report, train
 from djax.data import pipeline
+from djax.methods import base
 
 
 def _rows(workdir):
@@ -69,3 +73,94 @@ def test_tracking_a_subset_and_bad_tracking_config(tmp_path):
   c.eval.metrics = ()
   with pytest.raises(ValueError, match="nothing to track"):
     train.train_and_evaluate(c, str(tmp_path / "bad"))
+
+
+# ----------------------------------------------------------------------------- GAN balancing
+
+def _tiny_method(**overrides):
+  c = tiny_mixing_config()
+  for path, v in overrides.items():
+    block, key = path.split(".")
+    c[block][key] = v
+  return c, methods.create(c, axis_name=None)
+
+
+def _tiny_batch(c):
+  data = pipeline.get_dataset(c.data, "train", batch_size=c.train.batch_size, num_devices=1,
+                              seed=0, pairing="random")
+  return jax.tree_util.tree_map(lambda x: x[0], data.batch(0))
+
+
+def test_r1_penalty_against_direct_computations():
+  from djax.methods import mixing
+  from djax.nn.spec import SpecNet
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(5, 4, 4, 3)).astype(np.float32))
+  # A linear discriminator D(x) = w·x + b: ∇_x D = w for every example, R1 = ½ |w|².
+  lin = SpecNet("f", out_features=1, norm="none")
+  p = lin.init(jax.random.PRNGKey(0), x, train=False)["params"]
+  w = np.asarray(p["dense0"]["kernel"])
+  got = mixing.r1_penalty(lambda v: lin.apply({"params": p}, v, train=False), x)
+  np.testing.assert_allclose(got, 0.5 * np.sum(w ** 2), rtol=1e-5)
+  # A nonlinear one without batch coupling: the mean over examples of each one's own ½|∇D|².
+  net = SpecNet("c4k3s2-f", out_features=1, norm="none")
+  q = net.init(jax.random.PRNGKey(1), x, train=False)["params"]
+  d1 = lambda v: net.apply({"params": q}, v[None], train=False)[0, 0]
+  per = [0.5 * float(jnp.sum(jax.grad(d1)(xi) ** 2)) for xi in x]
+  np.testing.assert_allclose(mixing.r1_penalty(lambda v: net.apply({"params": q}, v,
+                                                                   train=False), x),
+                             np.mean(per), rtol=1e-5)
+
+
+def test_r1_reaches_only_the_discriminator_with_its_own_gradient():
+  from djax.methods import mixing
+  zero = {f"loss.{k}": 0.0 for k in ("lambda_mix", "lambda_gan", "lambda_cls", "lambda_rec")}
+  c0, m0 = _tiny_method(**zero)
+  c1, m1 = _tiny_method(**zero, **{"loss.r1_gamma": 10.0})
+  batch = _tiny_batch(c0)
+  state = m0.init(jax.random.PRNGKey(0), batch)
+  mask = jnp.asarray(np.random.default_rng(0).integers(0, 2, (8, 4)).astype(np.float32))
+  args = (state.params, state.batch_stats, batch["image"], batch["image2"], mask)
+  g0, met0 = jax.jit(m0.gradients)(*args)[:2]
+  g1, met1 = jax.jit(m1.gradients)(*args)[:2]
+  assert "loss_r1" in met1 and "loss_r1" not in met0
+  for group in ("ae", "cls"):  # the penalty is the discriminator's alone
+    for a, b in zip(jax.tree_util.tree_leaves(g0[group]), jax.tree_util.tree_leaves(g1[group])):
+      np.testing.assert_array_equal(a, b)
+  stats = state.batch_stats["dsc"]
+  dsc = lambda p, x: base.apply_net(m0.discriminator, p, stats, x, True)[0]
+  r1, want = jax.value_and_grad(lambda p: mixing.r1_penalty(lambda x: dsc(p, x),
+                                                             batch["image"]))(state.params["dsc"])
+  np.testing.assert_allclose(met1["loss_r1"], r1, rtol=1e-5)
+  diff = jax.tree_util.tree_map(lambda a, b: (a - b) / 10.0, g1["dsc"], g0["dsc"])
+  chex.assert_trees_all_close(diff, want, rtol=2e-3, atol=1e-6)
+  assert max(float(jnp.max(jnp.abs(v))) for v in jax.tree_util.tree_leaves(want)) > 0
+
+
+def test_spectral_norm_discriminator_is_scale_invariant_and_trains():
+  c, m = _tiny_method(**{"model.discriminator_spectral_norm": True})
+  batch = _tiny_batch(c)
+  state = m.init(jax.random.PRNGKey(0), batch)
+  assert "sn" in state.batch_stats["dsc"]["conv0"]  # its power-iteration vector
+  p, s = state.params["dsc"], state.batch_stats["dsc"]
+  d = lambda p: base.apply_net(m.discriminator, p, s, batch["image"], False)[0]
+  scaled = jax.tree_util.tree_map_with_path(
+      lambda path, v: 3.0 * v if "kernel" in jax.tree_util.keystr(path) else v, p)
+  # W / σ(W) does not change when W is scaled: a plain discriminator's logits would.
+  np.testing.assert_allclose(d(scaled), d(p), rtol=1e-4, atol=1e-5)
+  new, metrics = jax.jit(m.train_step)(state, batch, jax.random.PRNGKey(1))
+  assert np.isfinite(float(metrics["loss_dsc"]))
+  u0, u1 = (np.asarray(t.batch_stats["dsc"]["conv0"]["sn"]["u"]) for t in (state, new))
+  assert not np.allclose(u0, u1)  # one power iteration per training call
+
+
+def test_discriminator_learning_rate_is_its_own():
+  c, m = _tiny_method()
+  c.optim.dsc.learning_rate = 0.0
+  m = methods.create(c, axis_name=None)
+  batch = _tiny_batch(c)
+  state = m.init(jax.random.PRNGKey(0), batch)
+  new = jax.jit(m.train_step)(state, batch, jax.random.PRNGKey(1))[0]
+  moved = lambda g: any(not np.array_equal(a, b) for a, b in zip(
+      jax.tree_util.tree_leaves(state.params[g]), jax.tree_util.tree_leaves(new.params[g])))
+  assert not moved("dsc") and moved("ae") and moved("cls")

@@ -11,7 +11,8 @@ Network groups and their optimisers (eq. 4, ``min_{Enc,Dec,Cls} max_{Dsc}``):
 
 * ``ae``  (encoder + decoder) minimises λ_M L_M + λ_G L_G^gen + λ_C L_C (+ λ_rec L_rec);
 * ``cls`` minimises L_C: it cooperates with the autoencoder, it is not an adversary;
-* ``dsc`` maximises eq. 2 (minimises the discriminator's cross-entropy) on x1 vs x3.
+* ``dsc`` maximises eq. 2 (minimises the discriminator's cross-entropy) on x1 vs x3
+  (+ γ R1 with ``loss.r1_gamma``; ``model.discriminator_spectral_norm``: W / σ(W) weights).
 """
 
 from __future__ import annotations
@@ -83,6 +84,15 @@ def generator_loss(fake_logits: jax.Array, kind: str = "non_saturating") -> jax.
   raise ValueError(f"unknown GAN loss {kind!r}; use 'non_saturating' or 'minimax'")
 
 
+def r1_penalty(dsc_fn, x: jax.Array) -> jax.Array:
+  """R1 = ½ E ||∇_x D(x)||² on real images x (Mescheder, Geiger, Nowozin 2018, eq. 9, before
+  its weight γ), with D the discriminator's logit. The gradient of Σ_i D(x_i) gives each
+  example's ∇_x D(x_i) (coupled through BatchNorm in train mode, as in the authors' code
+  of that paper)."""
+  g = jax.grad(lambda x: jnp.sum(dsc_fn(x)))(x)
+  return 0.5 * jnp.mean(jnp.sum(jnp.square(g), axis=tuple(range(1, g.ndim))))
+
+
 def classifier_loss(mask_logits: jax.Array, mask: jax.Array) -> jax.Array:
   """Eq. (3): L_C = −Σ_i [mⁱ log yⁱ + (1 − mⁱ) log(1 − yⁱ)], summed over chunks, batch mean.
 
@@ -110,7 +120,8 @@ class Mixing(base.Method):
     net = functools.partial(SpecNet, axis_name=axis_name)
     self.encoder = net(m.encoder_spec, out_features=self.code_size, norm=m.encoder_norm)
     self.decoder = net(m.decoder_spec, norm=m.decoder_norm)
-    self.discriminator = net(m.discriminator_spec, out_features=1, norm=m.discriminator_norm)
+    self.discriminator = net(m.discriminator_spec, out_features=1, norm=m.discriminator_norm,
+                             spectral_norm=bool(m.get("discriminator_spectral_norm", False)))
     self.classifier = net(m.classifier_spec, out_features=self.n_chunks, norm=m.classifier_norm)
     self.tx = {g: base.make_optimizer(config.optim[g]) for g in self.groups}
     self.loss = config.loss
@@ -204,7 +215,16 @@ class Mixing(base.Method):
     (g_trainable,) = ae_pullback((jnp.ones_like(partial_total), g_x3))
     (g_dsc_real,) = real_pullback(g_real)
     g_dsc_fake, _ = fake_pullback(g_fake_dsc)  # x3 is data for Dsc: no gradient into the AE
-    grads = {**g_trainable, "dsc": jax.tree_util.tree_map(jnp.add, g_dsc_real, g_dsc_fake)}
+    g_dsc = jax.tree_util.tree_map(jnp.add, g_dsc_real, g_dsc_fake)
+    gamma = float(self.loss.get("r1_gamma", 0.0) or 0.0)
+    if gamma:
+      # On real images only, with the statistics the real pass started from; its own
+      # statistics updates are dropped (one running-average update per real batch).
+      loss_r1, g_r1 = jax.value_and_grad(
+          lambda p: r1_penalty(lambda x: dsc(p, stats["dsc"], x)[0], x1))(params["dsc"])
+      g_dsc = jax.tree_util.tree_map(lambda a, b: a + gamma * b, g_dsc, g_r1)
+      losses = {**losses, "loss_r1": loss_r1}
+    grads = {**g_trainable, "dsc": g_dsc}
     metrics = {**losses, "loss_gen": loss_gen, "loss_dsc": loss_dsc, "mask_accuracy": mask_acc,
                "d_real": jnp.mean(jax.nn.sigmoid(real)),
                "d_fake": jnp.mean(jax.nn.sigmoid(fake))}
