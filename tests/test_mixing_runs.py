@@ -164,3 +164,73 @@ def test_discriminator_learning_rate_is_its_own():
   moved = lambda g: any(not np.array_equal(a, b) for a, b in zip(
       jax.tree_util.tree_leaves(state.params[g]), jax.tree_util.tree_leaves(new.params[g])))
   assert not moved("dsc") and moved("ae") and moved("cls")
+
+
+# ----------------------------------------------------------------------------- Table 2
+
+def _load_experiment(name):
+  import importlib.util
+  path = os.path.join(os.path.dirname(__file__), "..", "experiments", f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"{name}_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_table2_numbers_agree_with_paper_numbers_json():
+  from djax.methods import mixing
+  with open(report.PAPER_NUMBERS) as f:
+    rows = json.load(f)["hu2018_table2"]["rows"]
+  assert set(mixing.TABLE2) == set(rows)
+  for label, values in mixing.TABLE2.items():
+    want = [rows[label][f"nn_map/{k}"] for k in mixing.TABLE2_FACTORS + ("average",)]
+    np.testing.assert_allclose(values, want, err_msg=label)
+
+
+def test_table2_rows_through_one_command(tmp_path, monkeypatch):
+  from djax import stages
+  from djax.methods import mixing
+  module = _load_experiment("mixing_sprites_ablation")
+  assert set(module.get_config().variants) == {"ae", "ae_c_g", "mix", "mix_c", "mix_g",
+                                                "mix_c_g"}
+  c = tiny_mixing_config(steps=2)
+  c.num_devices = 1
+  c.eval.metrics = ("chunk_retrieval_map",)
+  c.variants = module.table2_variants(c)
+  # Which terms each row turns on, as the variant's config reads.
+  on = {}
+  for name in c.variants:
+    lam = stages.variant_config(c, name).loss
+    on[name] = tuple(k for k in ("lambda_mix", "lambda_rec", "lambda_gan", "lambda_cls")
+                     if lam[k])
+  assert on == {"ae": ("lambda_rec",), "ae_c_g": ("lambda_rec", "lambda_gan", "lambda_cls"),
+                "mix": ("lambda_mix",), "mix_c": ("lambda_mix", "lambda_cls"),
+                "mix_g": ("lambda_mix", "lambda_gan"),
+                "mix_c_g": ("lambda_mix", "lambda_gan", "lambda_cls")}
+  assert stages.variant_config(c, "ae").loss.lambda_rec == c.loss.lambda_mix
+
+  # Two of the rows trained through the one command (each row is the same code path).
+  monkeypatch.setattr(stages, "measure_step", lambda *a, **k: {"seconds_per_step": 0.5})
+  c.variants = {k: c.variants[k] for k in ("ae", "mix_c_g")}
+  w = str(tmp_path)
+  out = stages.main(c, w)
+  assert list(out["results"]) == ["ae", "mix_c_g"]
+  with open(os.path.join(w, "ae", "eval.json")) as f:
+    ae = json.load(f)
+  # AE: one chunk of the whole code's size, scored as one chunk; its untrained row is there.
+  assert np.asarray(ae["results"]["chunk_retrieval_map"]["map"]).shape == (1, 2)
+  assert "nn_map/average" in ae["untrained"]["headline"]
+  with open(os.path.join(w, "variants.md")) as f:
+    md = f.read()
+  row = next(line for line in md.splitlines() if line.startswith("| MIX + C + G |"))
+  got = out["results"]["mix_c_g"]["rows"][-1]["eval"]
+  assert f"{got['headline']['nn_map/average']:.3f} (0.70)" in row  # beside the paper's
+  assert f"| {got['untrained']['headline']['nn_map/average']:.3f} | 0.500 | 2 |" in row
+  assert "| AE |" in md
+
+  # Every row's label, from results shaped like run_variants' (no training needed).
+  fake = {n: {"rows": [{"eval": {"step": 9, "headline": {"nn_map/average": 0.5}}}]}
+          for n in module.table2_variants(c)}
+  md = mixing.table2(c, fake)
+  for label in ("AE", "AE+C+G", "MIX", "MIX + C", "MIX + G", "MIX + C + G"):
+    assert f"| {label} |" in md

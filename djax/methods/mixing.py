@@ -102,6 +102,56 @@ def classifier_loss(mask_logits: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.mean(jnp.sum(base.sigmoid_bce(mask_logits, mask), axis=-1))
 
 
+# ----------------------------------------------------------------------------- Table 2
+
+TABLE2_FACTORS = ("body", "skin", "vest", "hair", "arm", "leg", "pose")
+# Hu et al. 2018, Table 2 (nearest-neighbour retrieval mAP, best chunk per attribute),
+# transcribed from shared/papers/hu2018_mixing.md (djax/metrics/paper_numbers.json holds
+# the same rows; tests/test_mixing_runs.py checks they agree). Keyed by the paper's label.
+TABLE2 = {
+    "Random": (0.5, 0.25, 0.33, 0.17, 0.5, 0.5, 0.006, 0.32),
+    "C+G": (0.53, 0.31, 0.41, 0.24, 0.51, 0.52, 0.06, 0.37),
+    "AE": (0.56, 0.37, 0.40, 0.31, 0.54, 0.56, 0.46, 0.46),
+    "AE+C+G": (0.59, 0.50, 0.53, 0.46, 0.56, 0.54, 0.44, 0.52),
+    "MIX": (0.57, 0.61, 0.51, 0.62, 0.54, 0.94, 0.53, 0.62),
+    "MIX + C": (0.57, 0.65, 0.43, 0.63, 0.55, 0.58, 0.51, 0.56),
+    "MIX + G": (0.59, 0.31, 0.44, 0.24, 0.54, 0.96, 0.47, 0.51),
+    "MIX + C + G": (0.58, 0.80, 0.94, 0.49, 0.58, 0.96, 0.52, 0.70),
+}
+# config.variants names of experiments/mixing_sprites_ablation.py -> Table 2's rows.
+TABLE2_VARIANTS = {"c_g": "C+G", "ae": "AE", "ae_c_g": "AE+C+G", "mix": "MIX",
+                   "mix_c": "MIX + C", "mix_g": "MIX + G", "mix_c_g": "MIX + C + G"}
+
+
+def _cell(v) -> str:
+  return "–" if v is None or v != v else f"{v:.3f}"
+
+
+def table2(config, results) -> str:
+  """Markdown: one row per variant, each attribute's best-chunk mAP as "djax (paper)", the
+  average of the same evaluation on the variant's initial parameters, and seconds per step."""
+  factors = [f for f in TABLE2_FACTORS if f in tuple(config.eval.factors)]
+  head = ["row", *factors, "average", "untrained average", "s/step", "steps"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for name, r in results.items():
+    last = r["rows"][-1]
+    ev = last.get("eval") or {}
+    got = ev.get("headline", {})
+    label = TABLE2_VARIANTS.get(name)
+    paper = dict(zip(TABLE2_FACTORS + ("average",), TABLE2[label])) if label else {}
+    cells = []
+    for k in (*factors, "average"):
+      ours = _cell(got.get(f"nn_map/{k}"))
+      cells.append(f"{ours} ({paper[k]:.2f})" if k in paper else ours)
+    untrained = (ev.get("untrained") or {}).get("headline", {}).get("nn_map/average")
+    sps = r.get("cost", {}).get("seconds_per_step")
+    lines.append(f"| {label or name} | " + " | ".join(cells) + f" | {_cell(untrained)} | "
+                 f"{_cell(sps)} | {ev.get('step', '–')} |")
+  return ("Nearest-neighbour retrieval mAP on Sprites, best chunk per attribute: djax "
+          "(Hu et al. 2018 Table 2 in brackets, 0.70 average for the full model).\n\n"
+          + "\n".join(lines) + "\n")
+
+
 # ----------------------------------------------------------------------------- method
 
 class Mixing(base.Method):
@@ -242,6 +292,11 @@ class Mixing(base.Method):
     metrics = base.pmean(metrics, self.axis_name)
     return state.replace(step=state.step + 1, params=new_params, batch_stats=new_stats,
                          opt_state=new_opt), metrics
+
+  @classmethod
+  def variant_table(cls, config, results) -> str:
+    """Table 2's ablation (``config.variants``, experiments/mixing_sprites_ablation.py)."""
+    return table2(config, results)
 
   # -- evaluation: pure array functions; the trainer draws and scores them
 
