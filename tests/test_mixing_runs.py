@@ -234,3 +234,51 @@ def test_table2_rows_through_one_command(tmp_path, monkeypatch):
   md = mixing.table2(c, fake)
   for label in ("AE", "AE+C+G", "MIX", "MIX + C", "MIX + G", "MIX + C + G"):
     assert f"| {label} |" in md
+
+
+# ----------------------------------------------------------------------------- MNIST, CelebA
+
+def test_mnist_config_trains_on_mnist_5k(tmp_path):
+  c = _load_experiment("mixing_mnist").get_config("small")
+  assert c.model.chunk_size == 8 and c.model.n_chunks == 8 and c.data.name == "mnist_5k"
+  full = _load_experiment("mixing_mnist").get_config()
+  assert full.model.decoder_spec == "d512k4-d256k4s2-d128k4s2-d1k2s2"  # Table 1, 1 channel
+  c.num_devices = 1
+  c.progress_bar = False
+  c.train.steps = 2
+  c.train.batch_size = 8
+  c.train.log_every = 1
+  c.eval.track_every = 2
+  c.eval.track_examples = 100
+  c.eval.num_grid_images = 2
+  w = str(tmp_path)
+  summary = train.train_and_evaluate(c, w)
+  ev = summary["eval"]
+  assert np.asarray(ev["results"]["chunk_retrieval_map"]["map"]).shape == (8, 1)
+  assert 0 < ev["headline"]["nn_map/label"] <= 1 and "untrained" in ev
+  assert [r["step"] for r in _rows(w) if "eval/nn_map/label" in r] == [0, 2]
+  assert os.path.exists(os.path.join(w, "samples", "transfer_chunk7_0000002.png"))
+
+
+@pytest.fixture
+def mock_tfds(monkeypatch):
+  """tfds mock data read the way djax reads it (see tests/test_data_tfds.py)."""
+  import tensorflow_datasets as tfds
+  from tensorflow_datasets.testing import mocking
+
+  def getitems(record_keys, generator, serialized=False):
+    assert not serialized
+    return [generator[k] for k in record_keys]
+  monkeypatch.setattr(mocking, "_getitems", getitems)
+  with tfds.testing.mock_data(num_examples=48):
+    yield
+
+
+def test_celeba_config_scores_table3_on_mock_data(tmp_path, mock_tfds):
+  module = _load_experiment("mixing_celeba")
+  assert module.get_config().loss.lambda_mix == 30.0
+  c = module.get_config("tiny")
+  summary = train.train_and_evaluate(c, str(tmp_path))
+  acc = summary["eval"]["results"]["linear_probe"]["accuracy"]
+  assert set(acc) == set(module.TABLE3_ATTRIBUTES)
+  assert all(0.0 <= v <= 1.0 for v in acc.values())
