@@ -196,6 +196,8 @@ def check_config(method, config, num_devices: int | None = None) -> None:
     raise ValueError(f"config.train.divergence_factor={factor}: use a factor > 1 (e.g. 100) "
                      f"or 0 to turn the divergence guard off")
   evaluation.check_metrics(method, config.eval.get("metrics", ()) or ())
+  if config.eval.get("track_every", 0):
+    evaluation.check_metrics(method, _Tracker.metric_names(config))
 
 
 def _truncate_metrics(path: str, last_step: int, write: bool = True
@@ -440,14 +442,18 @@ class _Tracker:
 
   def __init__(self, method, config):
     self.method, self.config = method, config
-    self.names = list(config.eval.get("track_metrics", ()) or config.eval.metrics[:1])
-    if not self.names:
-      raise ValueError("config.eval.track_every is set but there is nothing to track: set "
-                       "config.eval.track_metrics (or eval.metrics), or track_every=0")
-    evaluation.check_metrics(method, self.names)
+    self.names = self.metric_names(config)
     source, meta = pipeline.load_split(config.data, config.eval.split)
     n = int(config.eval.get("track_examples", 0) or 0)
     self.source = _Subset(source, n, config.seed) if 0 < n < len(source) else source
+
+  @staticmethod
+  def metric_names(config) -> list[str]:
+    names = list(config.eval.get("track_metrics", ()) or tuple(config.eval.metrics)[:1])
+    if not names:
+      raise ValueError("config.eval.track_every is set but there is nothing to track: set "
+                       "config.eval.track_metrics (or eval.metrics), or track_every=0")
+    return names
 
   def __call__(self, state) -> dict[str, float]:
     t0 = time.time()

@@ -71,7 +71,12 @@ def test_tracking_a_subset_and_bad_tracking_config(tmp_path):
   assert not os.path.exists(os.path.join(w, train.UNTRAINED))  # at_end=False: no eval at all
 
   c.eval.metrics = ()
+  c.eval.track_metrics = ()
   with pytest.raises(ValueError, match="nothing to track"):
+    train.train_and_evaluate(c, str(tmp_path / "bad"))
+  assert not os.path.exists(tmp_path / "bad")  # refused before any work
+  c.eval.track_metrics = ("swap_successes",)
+  with pytest.raises(ValueError, match="unknown metric"):
     train.train_and_evaluate(c, str(tmp_path / "bad"))
 
 
