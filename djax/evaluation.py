@@ -571,10 +571,13 @@ def eval_images(method, params, stats, images) -> dict[str, np.ndarray]:
 
 
 def evaluate_and_write(method, state, config, workdir: str, *, step: int, metrics=None,
-                       out: str | None = None, verbose: bool = True) -> dict[str, Any]:
+                       out: str | None = None, verbose: bool = True,
+                       untrained: dict | None = None) -> dict[str, Any]:
   """Scores a state with ``config.eval``, prints the tables and writes eval.json (or ``out``)
   atomically: the step, dataset, split, probe split, metric versions, seconds per metric,
-  the headline numbers and the full results. Returns the report."""
+  the headline numbers and the full results. ``untrained``: the same report on the initial
+  parameters (the trainer's ``eval_untrained.json``), kept as eval.json's ``untrained`` row.
+  Returns the report."""
   names = list(config.eval.metrics if metrics is None else metrics)
   source, meta = pipeline.load_split(config.data, config.eval.split)
   timings: dict[str, float] = {}
@@ -591,12 +594,19 @@ def evaluate_and_write(method, state, config, workdir: str, *, step: int, metric
       "total_seconds": round(time.time() - t0, 3),
       "headline": headline(results), "results": results,
   }
+  if untrained:
+    report["untrained"] = {k: untrained[k] for k in ("step", "headline", "results", "seconds")
+                           if k in untrained}
   path = out or os.path.join(workdir, "eval.json")
   fileio.write_json(path, report)
   if verbose:
     print(f"\n{config.method} on {meta.name}:{config.eval.split} ({meta.size} examples), "
           f"step {step}\n")
     print(format_results(results))
+    if untrained:
+      print("\nuntrained (step 0): " + ", ".join(
+          f"{k} {v:.3f}" for k, v in untrained.get("headline", {}).items()
+          if k.endswith("average") or "/" not in k))
     print("\nseconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     print(f"wrote {path}")
   return report

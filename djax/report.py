@@ -207,8 +207,24 @@ def curves_chart(named: list[tuple[str, dict]], path: str, cols: int = 3) -> str
   return path
 
 
+def with_untrained(runs: list[dict], paths: list[str]) -> tuple[list[dict], list[str]]:
+  """Each run followed by its eval.json's ``untrained`` row (the same metrics on the initial
+  parameters), as a column of its own."""
+  out, out_paths = [], []
+  for r, p in zip(runs, paths):
+    out.append(r)
+    out_paths.append(p)
+    u = r.get("untrained")
+    if u and u.get("headline"):
+      out.append({**{k: r.get(k) for k in ("method", "dataset", "split")},
+                  "name": f"{r['name']} untrained", "step": u.get("step", 0),
+                  "headline": u["headline"]})
+      out_paths.append(None)
+  return out, out_paths
+
+
 def make_report(paths: list[str], out_dir: str) -> tuple[str, str, str]:
-  runs = [load_eval(p) for p in paths]
+  runs, paths = with_untrained([load_eval(p) for p in paths], list(paths))
   names = [r["name"] for r in runs]
   for i, r in enumerate(runs):  # disambiguate equal directory names
     if names.count(r["name"]) > 1:
@@ -219,7 +235,7 @@ def make_report(paths: list[str], out_dir: str) -> tuple[str, str, str]:
   md_path = os.path.join(out_dir, "report.md")
   png_path = bar_chart(runs, refs, os.path.join(out_dir, "report.png"))
   md += "\n![scores in [0, 1]](report.png)\n"
-  curves = curves_chart([(r["name"], load_curves(p)) for r, p in zip(runs, paths)],
+  curves = curves_chart([(r["name"], load_curves(p)) for r, p in zip(runs, paths) if p],
                         os.path.join(out_dir, "curves.png"))
   if curves:
     md += "\n![losses and metrics against the step](curves.png)\n"

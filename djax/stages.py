@@ -174,7 +174,8 @@ def run_variants(config, workdir: str) -> dict[str, Any]:
   for name in config.variants:
     c = variant_config(config, name)
     vdir = os.path.join(workdir, name)
-    names = [s.name for s in stage_list(c)]
+    staged = bool(c.get("stages"))  # a plain method's variants are single runs
+    names = [s.name for s in stage_list(c)] if staged else []
     if first_dir:
       # Same seed, same schedule: the shared stages are the same for every variant.
       for sname in names[:shared]:
@@ -184,12 +185,12 @@ def run_variants(config, workdir: str) -> dict[str, Any]:
             shutil.rmtree(dst)
           shutil.copytree(src, dst)
     print(f"variant {name} ({config.variants[name].to_dict()}) in {vdir}", flush=True)
-    out = run(c, vdir) if c.get("stages") else {
+    out = run(c, vdir) if staged else {
         "rows": [train.train_and_evaluate(c, vdir)]}
     if out.get("stopped_by"):
       return out
     first_dir = first_dir or vdir
-    cost_cfg = stage_list(c)[-1] if c.get("stages") else None
+    cost_cfg = stage_list(c)[-1] if staged else None
     previous = (final_state(os.path.join(vdir, names[-2]))[0]
                 if cost_cfg is not None and cost_cfg.from_previous else None)
     results[name] = {"rows": out["rows"],

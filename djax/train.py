@@ -196,6 +196,8 @@ def check_config(method, config, num_devices: int | None = None) -> None:
     raise ValueError(f"config.train.divergence_factor={factor}: use a factor > 1 (e.g. 100) "
                      f"or 0 to turn the divergence guard off")
   evaluation.check_metrics(method, config.eval.get("metrics", ()) or ())
+  if config.eval.get("track_every", 0):
+    evaluation.check_metrics(method, _Tracker.metric_names(config))
 
 
 def _truncate_metrics(path: str, last_step: int, write: bool = True
@@ -284,6 +286,13 @@ def _train(method, config, workdir, devices, previous) -> dict[str, Any]:
     from djax import fileio
     fileio.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
   logged = _truncate_metrics(os.path.join(workdir, "metrics.jsonl"), start, write=main)
+  untrained_path = os.path.join(workdir, UNTRAINED)
+  if (main and start == 0 and previous is None and config.eval.metrics
+      and config.eval.get("at_end", True) and config.eval.get("untrained", True)):
+    # The same evaluation on the initial parameters: what training adds is measured against
+    # it (a random network already retrieves some attributes above chance).
+    evaluation.evaluate_and_write(method, state, config, workdir, step=0, out=untrained_path,
+                                  verbose=False)
 
   # pmap spans every process's devices; ``devices`` is given only to use fewer than all
   # local devices of a single process (it must list every device when there are several).
@@ -301,6 +310,10 @@ def _train(method, config, workdir, devices, previous) -> dict[str, Any]:
   # (and the progress bar) within a few steps of the real work.
   in_flight = max(1, int(tc.get("max_steps_in_flight", 2)))
   factor = float(tc.get("divergence_factor", 0) or 0)
+  track_every = int(config.eval.get("track_every", 0) or 0)
+  tracked = _Tracker(method, config) if track_every and main else None
+  if tracked and start == 0:
+    writer.write(0, tracked(state))
 
   def last_good() -> str:
     return f"step {ckpt.good_step() if ckpt.good_step() is not None else ckpt.latest_step()}"
@@ -378,6 +391,10 @@ def _train(method, config, workdir, devices, previous) -> dict[str, Any]:
             ckpt.mark_good(done)
         if tc.eval_every and done % tc.eval_every == 0 and not last and main:
           write_samples(method, unreplicate(rstate), config, workdir, done, writer)
+        if tracked and (done % track_every == 0 or last):
+          t_track = time.time()
+          writer.write(done, tracked(unreplicate(rstate)))
+          t_last += time.time() - t_track  # steps_per_second counts training only
         if stopping:
           summary["stopped_by"] = stopping
           break
@@ -387,8 +404,10 @@ def _train(method, config, workdir, devices, previous) -> dict[str, Any]:
     if "stopped_by" not in summary and int(state.step) >= tc.steps and main:
       write_samples(method, state, config, workdir, int(state.step), writer)
       if config.eval.get("at_end", True) and config.eval.metrics:
-        summary["eval"] = evaluation.evaluate_and_write(method, state, config, workdir,
-                                                        step=int(state.step))
+        from djax import fileio
+        summary["eval"] = evaluation.evaluate_and_write(
+            method, state, config, workdir, step=int(state.step),
+            untrained=fileio.read_json(untrained_path))
   finally:
     # Also when the run raises: an open TensorBoard writer's thread fails at interpreter exit.
     bar.close()
@@ -396,6 +415,53 @@ def _train(method, config, workdir, devices, previous) -> dict[str, Any]:
       writer.close()
     ckpt.close()
   return summary
+
+
+UNTRAINED = "eval_untrained.json"  # eval.json's untrained row, kept from step 0 across resumes
+
+
+class _Subset:
+  """The first ``n`` examples (in a fixed random order) of a split, read like the split."""
+
+  def __init__(self, source, n: int, seed: int):
+    self.source = source
+    self.index = np.sort(np.random.default_rng(seed).choice(len(source), n, replace=False))
+
+  def __len__(self):
+    return len(self.index)
+
+  def take(self, i):
+    return self.source.take(self.index[np.asarray(i)])
+
+
+class _Tracker:
+  """``eval.track_metrics`` (default: the first of ``eval.metrics``) on ``eval.split``, or on
+  ``eval.track_examples`` of its examples, every ``eval.track_every`` steps: their headline
+  numbers as ``eval/<key>`` rows of metrics.jsonl, so that curves.png draws a score against
+  the step beside the losses."""
+
+  def __init__(self, method, config):
+    self.method, self.config = method, config
+    self.names = self.metric_names(config)
+    source, meta = pipeline.load_split(config.data, config.eval.split)
+    n = int(config.eval.get("track_examples", 0) or 0)
+    self.source = _Subset(source, n, config.seed) if 0 < n < len(source) else source
+
+  @staticmethod
+  def metric_names(config) -> list[str]:
+    names = list(config.eval.get("track_metrics", ()) or tuple(config.eval.metrics)[:1])
+    if not names:
+      raise ValueError("config.eval.track_every is set but there is nothing to track: set "
+                       "config.eval.track_metrics (or eval.metrics), or track_every=0")
+    return names
+
+  def __call__(self, state) -> dict[str, float]:
+    t0 = time.time()
+    results = evaluation.evaluate_representation(self.method, state.params, state.batch_stats,
+                                                 self.config, self.source, metrics=self.names)
+    out = {f"eval/{k}": v for k, v in evaluation.headline(results).items()}
+    out["eval_seconds"] = time.time() - t0
+    return out
 
 
 def _shown(config, loss_key: str) -> bool:

@@ -43,6 +43,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.sample_split = "test"
   c.eval.num_grid_images = 8
   c.eval.at_end = True
+  # eval.json's "untrained" row: the same metrics on the initial parameters (step 0 of a run
+  # that does not start from a previous stage), the baseline a score is read against.
+  c.eval.untrained = True
+  # Every N steps (0: never), eval.track_metrics (default: the first of eval.metrics) on
+  # eval.split (or eval.track_examples of its examples, 0: all) into metrics.jsonl as
+  # eval/<headline key>, drawn by djax.report's curves.png.
+  c.eval.track_every = 0
+  c.eval.track_metrics = ()
+  c.eval.track_examples = 0
   return c
 
 

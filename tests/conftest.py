@@ -44,6 +44,7 @@ def tiny_mixing_config(steps: int = 4, batch_size: int = 8):
   c.train.save_every = 2
   c.train.eval_every = 0
   c.eval.factors = ("colour", "size")
+  c.eval.track_every = 0  # no retrieval curve: metrics.jsonl has one row per step
   c.eval.num_grid_images = 2
   c.progress_bar = False
   c.tensorboard = True

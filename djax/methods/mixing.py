@@ -11,7 +11,8 @@ Network groups and their optimisers (eq. 4, ``min_{Enc,Dec,Cls} max_{Dsc}``):
 
 * ``ae``  (encoder + decoder) minimises λ_M L_M + λ_G L_G^gen + λ_C L_C (+ λ_rec L_rec);
 * ``cls`` minimises L_C: it cooperates with the autoencoder, it is not an adversary;
-* ``dsc`` maximises eq. 2 (minimises the discriminator's cross-entropy) on x1 vs x3.
+* ``dsc`` maximises eq. 2 (minimises the discriminator's cross-entropy) on x1 vs x3
+  (+ γ R1 with ``loss.r1_gamma``; ``model.discriminator_spectral_norm``: W / σ(W) weights).
 """
 
 from __future__ import annotations
@@ -83,6 +84,15 @@ def generator_loss(fake_logits: jax.Array, kind: str = "non_saturating") -> jax.
   raise ValueError(f"unknown GAN loss {kind!r}; use 'non_saturating' or 'minimax'")
 
 
+def r1_penalty(dsc_fn, x: jax.Array) -> jax.Array:
+  """R1 = ½ E ||∇_x D(x)||² on real images x (Mescheder, Geiger, Nowozin 2018, eq. 9, before
+  its weight γ), with D the discriminator's logit. The gradient of Σ_i D(x_i) gives each
+  example's ∇_x D(x_i) (coupled through BatchNorm in train mode, as in the authors' code
+  of that paper)."""
+  g = jax.grad(lambda x: jnp.sum(dsc_fn(x)))(x)
+  return 0.5 * jnp.mean(jnp.sum(jnp.square(g), axis=tuple(range(1, g.ndim))))
+
+
 def classifier_loss(mask_logits: jax.Array, mask: jax.Array) -> jax.Array:
   """Eq. (3): L_C = −Σ_i [mⁱ log yⁱ + (1 − mⁱ) log(1 − yⁱ)], summed over chunks, batch mean.
 
@@ -90,6 +100,56 @@ def classifier_loss(mask_logits: jax.Array, mask: jax.Array) -> jax.Array:
   sigmoid output, which is what is computed here.
   """
   return jnp.mean(jnp.sum(base.sigmoid_bce(mask_logits, mask), axis=-1))
+
+
+# ----------------------------------------------------------------------------- Table 2
+
+TABLE2_FACTORS = ("body", "skin", "vest", "hair", "arm", "leg", "pose")
+# Hu et al. 2018, Table 2 (nearest-neighbour retrieval mAP, best chunk per attribute),
+# transcribed from shared/papers/hu2018_mixing.md (djax/metrics/paper_numbers.json holds
+# the same rows; tests/test_mixing_runs.py checks they agree). Keyed by the paper's label.
+TABLE2 = {
+    "Random": (0.5, 0.25, 0.33, 0.17, 0.5, 0.5, 0.006, 0.32),
+    "C+G": (0.53, 0.31, 0.41, 0.24, 0.51, 0.52, 0.06, 0.37),
+    "AE": (0.56, 0.37, 0.40, 0.31, 0.54, 0.56, 0.46, 0.46),
+    "AE+C+G": (0.59, 0.50, 0.53, 0.46, 0.56, 0.54, 0.44, 0.52),
+    "MIX": (0.57, 0.61, 0.51, 0.62, 0.54, 0.94, 0.53, 0.62),
+    "MIX + C": (0.57, 0.65, 0.43, 0.63, 0.55, 0.58, 0.51, 0.56),
+    "MIX + G": (0.59, 0.31, 0.44, 0.24, 0.54, 0.96, 0.47, 0.51),
+    "MIX + C + G": (0.58, 0.80, 0.94, 0.49, 0.58, 0.96, 0.52, 0.70),
+}
+# config.variants names of experiments/mixing_sprites_ablation.py -> Table 2's rows.
+TABLE2_VARIANTS = {"c_g": "C+G", "ae": "AE", "ae_c_g": "AE+C+G", "mix": "MIX",
+                   "mix_c": "MIX + C", "mix_g": "MIX + G", "mix_c_g": "MIX + C + G"}
+
+
+def _cell(v) -> str:
+  return "–" if v is None or v != v else f"{v:.3f}"
+
+
+def table2(config, results) -> str:
+  """Markdown: one row per variant, each attribute's best-chunk mAP as "djax (paper)", the
+  average of the same evaluation on the variant's initial parameters, and seconds per step."""
+  factors = [f for f in TABLE2_FACTORS if f in tuple(config.eval.factors)]
+  head = ["row", *factors, "average", "untrained average", "s/step", "steps"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for name, r in results.items():
+    last = r["rows"][-1]
+    ev = last.get("eval") or {}
+    got = ev.get("headline", {})
+    label = TABLE2_VARIANTS.get(name)
+    paper = dict(zip(TABLE2_FACTORS + ("average",), TABLE2[label])) if label else {}
+    cells = []
+    for k in (*factors, "average"):
+      ours = _cell(got.get(f"nn_map/{k}"))
+      cells.append(f"{ours} ({paper[k]:.2f})" if k in paper else ours)
+    untrained = (ev.get("untrained") or {}).get("headline", {}).get("nn_map/average")
+    sps = r.get("cost", {}).get("seconds_per_step")
+    lines.append(f"| {label or name} | " + " | ".join(cells) + f" | {_cell(untrained)} | "
+                 f"{_cell(sps)} | {ev.get('step', '–')} |")
+  return ("Nearest-neighbour retrieval mAP on Sprites, best chunk per attribute: djax "
+          "(Hu et al. 2018 Table 2 in brackets, 0.70 average for the full model).\n\n"
+          + "\n".join(lines) + "\n")
 
 
 # ----------------------------------------------------------------------------- method
@@ -110,7 +170,8 @@ class Mixing(base.Method):
     net = functools.partial(SpecNet, axis_name=axis_name)
     self.encoder = net(m.encoder_spec, out_features=self.code_size, norm=m.encoder_norm)
     self.decoder = net(m.decoder_spec, norm=m.decoder_norm)
-    self.discriminator = net(m.discriminator_spec, out_features=1, norm=m.discriminator_norm)
+    self.discriminator = net(m.discriminator_spec, out_features=1, norm=m.discriminator_norm,
+                             spectral_norm=bool(m.get("discriminator_spectral_norm", False)))
     self.classifier = net(m.classifier_spec, out_features=self.n_chunks, norm=m.classifier_norm)
     self.tx = {g: base.make_optimizer(config.optim[g]) for g in self.groups}
     self.loss = config.loss
@@ -204,7 +265,16 @@ class Mixing(base.Method):
     (g_trainable,) = ae_pullback((jnp.ones_like(partial_total), g_x3))
     (g_dsc_real,) = real_pullback(g_real)
     g_dsc_fake, _ = fake_pullback(g_fake_dsc)  # x3 is data for Dsc: no gradient into the AE
-    grads = {**g_trainable, "dsc": jax.tree_util.tree_map(jnp.add, g_dsc_real, g_dsc_fake)}
+    g_dsc = jax.tree_util.tree_map(jnp.add, g_dsc_real, g_dsc_fake)
+    gamma = float(self.loss.get("r1_gamma", 0.0) or 0.0)
+    if gamma:
+      # On real images only, with the statistics the real pass started from; its own
+      # statistics updates are dropped (one running-average update per real batch).
+      loss_r1, g_r1 = jax.value_and_grad(
+          lambda p: r1_penalty(lambda x: dsc(p, stats["dsc"], x)[0], x1))(params["dsc"])
+      g_dsc = jax.tree_util.tree_map(lambda a, b: a + gamma * b, g_dsc, g_r1)
+      losses = {**losses, "loss_r1": loss_r1}
+    grads = {**g_trainable, "dsc": g_dsc}
     metrics = {**losses, "loss_gen": loss_gen, "loss_dsc": loss_dsc, "mask_accuracy": mask_acc,
                "d_real": jnp.mean(jax.nn.sigmoid(real)),
                "d_fake": jnp.mean(jax.nn.sigmoid(fake))}
@@ -222,6 +292,11 @@ class Mixing(base.Method):
     metrics = base.pmean(metrics, self.axis_name)
     return state.replace(step=state.step + 1, params=new_params, batch_stats=new_stats,
                          opt_state=new_opt), metrics
+
+  @classmethod
+  def variant_table(cls, config, results) -> str:
+    """Table 2's ablation (``config.variants``, experiments/mixing_sprites_ablation.py)."""
+    return table2(config, results)
 
   # -- evaluation: pure array functions; the trainer draws and scores them
 

@@ -36,6 +36,7 @@ import numpy as np
 from djax.nn.conv import Conv
 from djax.nn.conv_transpose import ConvTranspose
 from djax.nn.pool import max_pool
+from djax.nn.spectral_norm import SNConv, SNDense
 
 NORMS = ("batch", "instance", "layer", "none")
 
@@ -158,6 +159,9 @@ class SpecNet(nn.Module):
   conv_impl: str = "auto"
   deconv_impl: str = "auto"
   pool_impl: str = "auto"  # djax/nn/pool.py
+  # Convolutions and dense layers with weight W / σ(W) (djax/nn/spectral_norm.py, Miyato et
+  # al. 2018): a discriminator's GAN-balancing option. Transposed convolutions stay plain.
+  spectral_norm: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True):
@@ -174,7 +178,13 @@ class SpecNet(nn.Module):
         use_bias = not (hidden and self.norm in _CANCELS_BIAS)
         if not isinstance(x, (list, tuple)) and x.ndim == 2:
           x = x[:, None, None, :]
-        if layer.kind == "conv":
+        if layer.kind == "conv" and self.spectral_norm:
+          if isinstance(x, (list, tuple)):
+            x = jnp.concatenate(x, axis=-1)
+          x = SNConv(layer.features, (layer.kernel,) * 2, (layer.stride,) * 2, padding="SAME",
+                     use_bias=use_bias, kernel_init=kernel_init, impl=self.conv_impl,
+                     name=f"conv{i}")(x, train)
+        elif layer.kind == "conv":
           x = Conv(layer.features, (layer.kernel,) * 2, (layer.stride,) * 2, padding="SAME",
                    use_bias=use_bias, kernel_init=kernel_init, impl=self.conv_impl,
                    name=f"conv{i}")(x)
@@ -190,7 +200,11 @@ class SpecNet(nn.Module):
         features = layer.features or self.out_features
         if features is None:
           raise ValueError(f"spec {self.spec!r} ends in a bare 'f' but out_features is not set")
-        x = nn.Dense(features, name=f"dense{i}")(x.reshape(x.shape[0], -1))
+        x = x.reshape(x.shape[0], -1)
+        if self.spectral_norm:
+          x = SNDense(features, name=f"dense{i}")(x, train)
+        else:
+          x = nn.Dense(features, name=f"dense{i}")(x)
         if hidden:
           x = nn.leaky_relu(x, self.negative_slope)
       elif layer.kind == "pool":
