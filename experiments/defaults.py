@@ -44,8 +44,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.num_grid_images = 8
   c.eval.at_end = True
   # eval.json's "untrained" row: the same metrics on the initial parameters (step 0 of a run
-  # that does not start from a previous stage), the baseline a score is read against.
-  c.eval.untrained = True
+  # that does not start from a previous stage), the baseline a score is read against. Off by
+  # default (it is a second evaluation); the mixing experiments turn it on.
+  c.eval.untrained = False
   # Every N steps (0: never), eval.track_metrics (default: the first of eval.metrics) on
   # eval.split (or eval.track_examples of its examples, 0: all) into metrics.jsonl as
   # eval/<headline key>, drawn by djax.report's curves.png.

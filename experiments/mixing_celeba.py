@@ -42,6 +42,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.eval.probe_split = "validation"
   c.eval.sample_split = "test"
   c.eval.track_every = 0  # a probe fit per point: set it when wanted
+  c.eval.untrained = True  # eval.json always carries the initial parameters' row
 
   if variant == "tiny":
     # Tests on tfds mock data: narrow networks that compile in seconds.

@@ -43,6 +43,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.eval.split = "test"
   c.eval.sample_split = "test"
   c.eval.track_every = 1000
+  c.eval.untrained = True  # eval.json always carries the initial parameters' row
 
   if variant == "small":
     # mnist_5k (4,000 training digits, offline), narrow networks: ~10 minutes on 2 cores.

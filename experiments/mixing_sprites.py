@@ -84,6 +84,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # Retrieval mAP against the step (metrics.jsonl's eval/nn_map/*, djax.report's curves.png):
   # Table 2's number alone on the test characters, a few seconds per point.
   c.eval.track_every = 5000
+  c.eval.untrained = True  # eval.json always carries the initial parameters' row
   c.eval.track_metrics = ("chunk_retrieval_map",)
 
   for v in (variant or "").split(","):

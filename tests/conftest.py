@@ -45,6 +45,7 @@ def tiny_mixing_config(steps: int = 4, batch_size: int = 8):
   c.train.eval_every = 0
   c.eval.factors = ("colour", "size")
   c.eval.track_every = 0  # no retrieval curve: metrics.jsonl has one row per step
+  c.eval.untrained = False  # a second evaluation; the tests of that row turn it on
   c.eval.num_grid_images = 2
   c.progress_bar = False
   c.tensorboard = True

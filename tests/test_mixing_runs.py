@@ -24,6 +24,7 @@ def _rows(workdir):
 
 def test_tracked_map_curve_and_untrained_row(tmp_path):
   c = tiny_mixing_config(steps=4)
+  c.eval.untrained = True
   c.num_devices = 1
   c.eval.metrics = ("chunk_retrieval_map",)
   c.eval.track_every = 2
@@ -199,6 +200,7 @@ def test_table2_rows_through_one_command(tmp_path, monkeypatch):
   assert set(module.get_config().variants) == {"ae", "ae_c_g", "mix", "mix_c", "mix_g",
                                                 "mix_c_g"}
   c = tiny_mixing_config(steps=2)
+  c.eval.untrained = True
   c.num_devices = 1
   c.eval.metrics = ("chunk_retrieval_map",)
   c.variants = module.table2_variants(c)

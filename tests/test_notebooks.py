@@ -36,6 +36,7 @@ _TINY_MIXING = " ".join([
     "--config.model.classifier_spec=c8k3s2-p-f16-f",
     "--config.train.batch_size=8", "--config.train.log_every=1", "--config.train.save_every=2",
     "--config.train.eval_every=0", "\"--config.eval.metrics=('chunk_retrieval_map',)\"",
+    "--config.eval.track_every=0", "--config.eval.untrained=False",
     "--config.eval.num_grid_images=2", "--config.progress_bar=False",
     "--config.tensorboard=False", "--config.num_devices=1",
 ])
