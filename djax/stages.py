@@ -174,7 +174,7 @@ def run_variants(config, workdir: str) -> dict[str, Any]:
   for name in config.variants:
     c = variant_config(config, name)
     vdir = os.path.join(workdir, name)
-    names = [s.name for s in stage_list(c)]
+    names = [s.name for s in stage_list(c)] if c.get("stages") else []
     if first_dir:
       # Same seed, same schedule: the shared stages are the same for every variant.
       for sname in names[:shared]:
@@ -196,6 +196,9 @@ def run_variants(config, workdir: str) -> dict[str, Any]:
                      "cost": measure_step(cost_cfg.config if cost_cfg else c, previous)}
   fileio.write_json(os.path.join(workdir, "variants.json"), results)
   table = cls.variant_table(config, results)
+  if not table and config.get("table"):
+    from djax import report  # a cross-method table (config.table), drawn with Pillow
+    table = report.variant_table(config, results, workdir)
   if table:
     fileio.write_text(os.path.join(workdir, "variants.md"), table)
     print(table, flush=True)
