@@ -7,6 +7,9 @@
     mode inside the mixing step: same losses and same gradients for every parameter of the
     three groups, which also checks the step's wiring (the discriminator learns from its own
     loss only, on x3 detached).
+(c) the VAE family (VAE / β-VAE): same parameter counts (paper, ':small', 'tiny'); with
+    djax's weights copied in, the same encoder (μ, log σ²) and generator outputs, and
+    at the same noise the same loss terms and gradients in the train step.
 
 Skipped without torch (CI installs the CPU wheel when it can; ``pip install '.[bench]'``).
 """
