@@ -31,10 +31,17 @@ What is built from the same source as djax, so that the two sides cannot drift:
 * Jacobian supervision: the stage-0 teacher (MNIST MLP, reconstruction MSE, encoder output
   BatchNorm without affine) only; students need a trained teacher checkpoint and are not
   implemented here (``measure_torch`` raises ``NotImplementedError``).
+* the VAE family (``djax.methods.vae_family``, Ruiz et al. 2019's Table 1): the Karras
+  encoder and generator of ``djax.nn.karras`` (conv 3x3 SAME -> leaky ReLU 0.2 -> pixel
+  norm, 2x2 average pooling, nearest-neighbour upsampling, 1x1 to_rgb and tanh), z = μ + σ ε,
+  Laplace NLL (``loss.likelihood_scale``, summed over pixels) + KL, β-weighted for
+  ``beta_vae``, one Adam over both networks. ``vae`` and ``beta_vae`` only: the other
+  objectives raise ``NotImplementedError`` (``benchmarks.train_step`` prints a note).
 
 Where it is not bit-for-bit djax (none of it changes the amount of work per step):
 
-* random numbers: masks and initial weights come from torch's generator, not jax's PRNG;
+* random numbers: masks, VAE noise and initial weights come from torch's generator, not
+  jax's PRNG;
 * BatchNorm running variance: PyTorch updates it with the unbiased batch variance
   (n / (n − 1) times flax's biased one); normalisation in train mode is the same (biased),
   eval mode uses whatever running statistics each side accumulated;
@@ -538,7 +545,237 @@ class TorchJacobianTeacher:
     return t(batch["image"]), t(batch.get("image2", batch["image"]))
 
 
-REFERENCES = {"mixing": TorchMixing, "jacobian_supervision": TorchJacobianTeacher}
+# ----------------------------------------------------------------------------- the VAE family
+
+PIXEL_NORM_EPS = 1e-8  # djax.nn.karras.pixel_norm's default
+KARRAS_SLOPE = 0.2  # djax.nn.karras: leaky ReLU 0.2 everywhere
+VAE_OBJECTIVES = ("vae", "beta_vae")  # the ones implemented here
+
+
+class PixelNorm(nn.Module):
+  """Karras et al.'s pixel-wise normalisation over the channels of an NCHW map."""
+
+  def __init__(self, eps: float = PIXEL_NORM_EPS):
+    super().__init__()
+    self.eps = eps
+
+  def forward(self, x):
+    return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + self.eps)
+
+
+class KarrasBlock(nn.Sequential):
+  """``djax.nn.karras.Block``: (conv 3x3 SAME -> leaky ReLU 0.2 -> pixel norm) x ``convs``;
+  children ``conv{i}`` as in flax."""
+
+  def __init__(self, cin: int, features: int, convs: int = 1, norm: bool = True):
+    mods: collections.OrderedDict[str, nn.Module] = collections.OrderedDict()
+    for i in range(convs):
+      mods[f"conv{i}"] = nn.Conv2d(cin if i == 0 else features, features, 3, 1, padding=1)
+      mods[f"act{i}"] = nn.LeakyReLU(KARRAS_SLOPE)
+      if norm:
+        mods[f"pnorm{i}"] = PixelNorm()
+    super().__init__(mods)
+
+
+class TorchGaussianEncoder(nn.Module):
+  """``djax.nn.karras.GaussianEncoder``: blocks with 2x2 average pooling after each, a
+  flatten (NCHW order; :func:`load_karras_variables` permutes the head's rows from flax's
+  HWC), one linear layer to (μ, log σ²)."""
+
+  def __init__(self, widths, latent_dim: int, channels: int, image_size: int, convs: int = 1):
+    super().__init__()
+    blocks, cin = [], channels
+    for w in widths:
+      blocks.append(KarrasBlock(cin, w, convs))
+      cin = w
+    self.trunk = nn.ModuleList(blocks)
+    side = image_size // 2 ** len(widths)
+    self.trunk_chw = (cin, side, side)
+    self.head = nn.Linear(cin * side * side, 2 * latent_dim)
+    self.latent_dim = latent_dim
+
+  def forward(self, x):
+    for block in self.trunk:
+      x = F.avg_pool2d(block(x), 2)
+    out = self.head(x.flatten(1))
+    return out[:, :self.latent_dim], out[:, self.latent_dim:]
+
+
+class TorchGenerator(nn.Module):
+  """``djax.nn.karras.Generator``: a linear layer to a 4x4 map of ``widths[0]`` channels
+  (leaky ReLU, pixel norm), then per width a nearest-neighbour 2x upsampling and a block,
+  a 1x1 conv to the image's channels and tanh."""
+
+  def __init__(self, widths, latent_dim: int, channels: int, convs: int = 1):
+    super().__init__()
+    self.w0 = widths[0]
+    self.fc = nn.Linear(latent_dim, 16 * self.w0)
+    blocks, cin = [], self.w0
+    for w in widths:
+      blocks.append(KarrasBlock(cin, w, convs))
+      cin = w
+    self.blocks = nn.ModuleList(blocks)
+    self.to_rgb = nn.Conv2d(cin, channels, 1)
+    self.pnorm = PixelNorm()
+
+  def forward(self, code):
+    x = self.pnorm(F.leaky_relu(self.fc(code).reshape(-1, self.w0, 4, 4), KARRAS_SLOPE))
+    for block in self.blocks:
+      x = block(F.interpolate(x, scale_factor=2, mode="nearest"))
+    return torch.tanh(self.to_rgb(x))
+
+
+@torch.no_grad()
+def reset_karras_parameters(net: nn.Module) -> None:
+  """flax's initialisation of the Karras networks: LeCun-normal (truncated, fan-in) kernels
+  of every conv and dense layer, zero biases."""
+  for mod in net.modules():
+    if isinstance(mod, nn.Conv2d):
+      lecun_normal_(mod.weight, mod.in_channels * math.prod(mod.kernel_size))
+    elif isinstance(mod, nn.Linear):
+      lecun_normal_(mod.weight, mod.in_features)
+    else:
+      continue
+    mod.bias.zero_()
+
+
+@torch.no_grad()
+def load_karras_variables(net: nn.Module, params) -> None:
+  """Copies a djax ``GaussianEncoder`` / ``Generator`` parameter tree (or a gradient tree of
+  the same shape) into :class:`TorchGaussianEncoder` / :class:`TorchGenerator`: conv kernels
+  HWIO -> OIHW, dense kernels (in, out) -> (out, in), with the encoder head's rows reordered
+  from HWC to CHW (the flatten) and the generator fc's columns and bias likewise (the
+  reshape to a 4x4 map)."""
+  t = lambda a: torch.from_numpy(np.array(a, dtype=np.float32))  # a writable copy
+  arr = lambda a: np.asarray(a, np.float32)
+
+  def conv(mod, p):
+    kernel = arr(p["kernel"]).transpose(3, 2, 0, 1)
+    if kernel.shape != tuple(mod.weight.shape):
+      raise ValueError(f"flax kernel {kernel.shape} does not fit {tuple(mod.weight.shape)}")
+    mod.weight.copy_(t(kernel))
+    mod.bias.copy_(t(p["bias"]))
+
+  def blocks(mods, tree):
+    for i, block in enumerate(mods):
+      for name, mod in block.named_children():
+        if isinstance(mod, nn.Conv2d):
+          conv(mod, tree[f"block{i}"][name])
+
+  if isinstance(net, TorchGaussianEncoder):
+    blocks(net.trunk, params["trunk"])
+    c, h, w = net.trunk_chw
+    kernel = arr(params["head"]["kernel"])
+    kernel = kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(c * h * w, -1)
+    net.head.weight.copy_(t(kernel.T))
+    net.head.bias.copy_(t(params["head"]["bias"]))
+  elif isinstance(net, TorchGenerator):
+    kernel, bias = arr(params["fc"]["kernel"]), arr(params["fc"]["bias"])
+    kernel = kernel.reshape(-1, 4, 4, net.w0).transpose(0, 3, 1, 2).reshape(kernel.shape[0], -1)
+    net.fc.weight.copy_(t(kernel.T))
+    net.fc.bias.copy_(t(bias.reshape(4, 4, net.w0).transpose(2, 0, 1).reshape(-1)))
+    blocks(net.blocks, params)
+    conv(net.to_rgb, params["to_rgb"])
+  else:
+    raise TypeError(f"load_karras_variables: not a Karras network: {type(net).__name__}")
+
+
+def laplace_nll(x_hat, x, scale: float):
+  """``djax.methods.latents.laplace_nll``: Σ_pixels |x − x̂| / b + D log 2b, per example."""
+  d = x.flatten(1)
+  return (d - x_hat.flatten(1)).abs().sum(-1) / scale + d.shape[1] * math.log(2.0 * scale)
+
+
+def gaussian_kl(mu, logvar):
+  """KL(N(μ, σ²) || N(0, I)) per example."""
+  return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)
+
+
+class TorchVaeFamily:
+  """Ruiz et al.'s VAE / β-VAE (``djax.methods.vae_family.VaeFamily``): Karras encoder and
+  generator, reparameterised z, Laplace NLL (``loss.likelihood_scale``) + (β) KL, batch
+  means, one Adam over both networks (``optim.vae``). The other objectives of the family
+  (β-TCVAE, DIP-VAE) are not implemented here."""
+
+  def __init__(self, config, device: str | torch.device = "cpu", seed: int = 0,
+               init: bool = True):
+    m, self.loss = config.model, config.loss
+    if self.loss.objective not in VAE_OBJECTIVES:
+      raise NotImplementedError(
+          f"torch reference of vae_family: loss.objective {self.loss.objective!r} is not "
+          f"implemented (only {VAE_OBJECTIVES}); time it with --notorch")
+    self.config, self.device = config, torch.device(device)
+    s, c = int(config.data.image_size), int(config.data.get("channels", 3))
+    self.image_shape = (c, s, s)
+    convs = int(m.get("convs_per_block", 1))
+    self.latent_dim = int(m.latent_dim)
+    self.use_reference = bool(m.get("use_reference_images", False))
+    torch.manual_seed(seed)
+    self.encoder = TorchGaussianEncoder(tuple(m.encoder_widths), self.latent_dim, c, s, convs)
+    self.generator = TorchGenerator(tuple(m.generator_widths), self.latent_dim, c, convs)
+    if 4 * 2 ** len(m.generator_widths) != s or s % 2 ** len(m.encoder_widths):
+      raise ValueError(f"widths {tuple(m.encoder_widths)} / {tuple(m.generator_widths)} do "
+                       f"not fit {s}x{s} images")
+    for net in self.nets.values():
+      if init:
+        reset_karras_parameters(net)
+      net.to(self.device).train()
+    self.seed = seed
+    self.noise_rng = None  # made on first use (there is no generator on the 'meta' device)
+    self.opt = None
+
+  @property
+  def nets(self) -> dict[str, nn.Module]:
+    return {"encoder": self.encoder, "generator": self.generator}
+
+  def group_param_counts(self) -> dict[str, int]:
+    return {name: count_params(net) for name, net in self.nets.items()}
+
+  def objective(self, x, eps):
+    """(total, terms) as ``vae_family.objective_terms``, at noise ``eps`` [B, latent]."""
+    mu, logvar = self.encoder(x)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    x_hat = self.generator(z)
+    nll = laplace_nll(x_hat, x, self.loss.likelihood_scale).mean()
+    kl = gaussian_kl(mu, logvar).mean()
+    beta = self.loss.beta if self.loss.objective == "beta_vae" else 1.0
+    total = nll + beta * kl
+    return total, {"loss_nll": nll, "loss_kl": kl, "loss_total": total}
+
+  def train_step(self, x, eps=None) -> dict[str, torch.Tensor]:
+    if self.opt is None:
+      self.opt = {"vae": Optimizer(self.config.optim.vae, list(self.encoder.parameters())
+                                   + list(self.generator.parameters()))}
+    if eps is None:
+      if self.noise_rng is None:
+        self.noise_rng = torch.Generator(device=self.device).manual_seed(self.seed + 1)
+      eps = torch.randn((x.shape[0], self.latent_dim), generator=self.noise_rng,
+                        device=self.device)
+    self.opt["vae"].zero_grad()
+    total, terms = self.objective(x, eps)
+    total.backward()
+    self.opt["vae"].step()
+    return {k: v.detach() for k, v in terms.items()}
+
+  def step_on(self, batch):
+    return self.train_step(*self.inputs(batch))
+
+  def inputs(self, batch):
+    """The images the step learns from, NCHW: ``image`` (and ``image_ref`` after it with
+    ``model.use_reference_images``, as ``VaeFamily.images``)."""
+    nchw = lambda a: torch.from_numpy(np.ascontiguousarray(
+        np.asarray(a, np.float32).reshape((-1,) + np.shape(a)[-3:]).transpose(0, 3, 1, 2))
+                                      ).to(self.device)
+    x = nchw(batch["image"])
+    if self.use_reference:
+      if "image_ref" not in batch:
+        raise ValueError("model.use_reference_images needs data.pairing='reference'")
+      x = torch.cat([x, nchw(batch["image_ref"])])
+    return (x,)
+
+
+REFERENCES = {"mixing": TorchMixing, "jacobian_supervision": TorchJacobianTeacher,
+              "vae_family": TorchVaeFamily}
 
 
 def create(config, device: str | torch.device = "cpu", seed: int = 0):
@@ -556,7 +793,10 @@ def synthetic_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
   lo, hi = config.data.get("value_range", (-1.0, 1.0))
   rng = np.random.default_rng(seed)
   images = lambda: rng.uniform(lo, hi, (b, s, s, c)).astype(np.float32)
-  return {"image": images(), "image2": images()}
+  batch = {"image": images(), "image2": images()}
+  if config.data.get("pairing") == "reference":
+    batch["image_ref"] = images()
+  return batch
 
 
 def _sync(device: torch.device):

@@ -250,7 +250,7 @@ def _part_probe(ctx: EvalContext):
   return {"parts": out}
 
 
-def _linear_regression_mae(ctx: EvalContext):
+def _linear_regression_mae(ctx: EvalContext, dims: str | None = None):
   names = ctx.continuous_names()
   if not names:
     raise ValueError("linear_regression_mae needs continuous factors: the dataset has none and "
@@ -272,10 +272,18 @@ def _linear_regression_mae(ctx: EvalContext):
 
   out = probes.linear_regression_mae(feats, scaled(facs), ctx.features,
                                      scaled(ctx.eval_factors_with(names)),
-                                     dims=ctx.opt("code_slice", None))
+                                     dims=dims or ctx.opt("code_slice", None))
   out["fit_split"] = split
   out["scaled"] = sorted(k for k in names if k in ranges)
   return out
+
+
+def _part_regression_mae(ctx: EvalContext):
+  """``linear_regression_mae`` on each of the method's ``code_parts`` (Ruiz et al. §5.3:
+  from e, and the control from z, "significantly worse")."""
+  cols = base.code_part_columns(ctx.method, ctx.features.shape[1])
+  return {"parts": {part: _linear_regression_mae(ctx, f"{c[0]}:{c[-1] + 1}")
+                    for part, c in cols.items()}}
 
 
 def _dis(name):
@@ -456,6 +464,14 @@ METRICS: dict[str, Metric] = {
         _linear_regression_mae, probes.VERSIONS["linear_regression_mae"],
         "OLS MAE per continuous factor (Ruiz Table 1)",
         S.per_factor("mae", "mae", "average"), S.format_regression_mae),
+    "part_regression_mae": Metric(
+        _part_regression_mae, probes.VERSIONS["linear_regression_mae"],
+        "linear_regression_mae on each code part (Ruiz: e should predict the style, z not)",
+        lambda r: {f"part_mae[{p}]/{k}": v for p, pr in r["parts"].items()
+                   for k, v in [*pr["mae"].items(), ("average", pr["average"])]},
+        lambda r: "\n\n".join(f"code part {p}: " + S.format_regression_mae(pr)
+                               for p, pr in r["parts"].items()),
+        requires=("code_parts",)),
     "mig": Metric(_dis("mig"), disentanglement.VERSIONS["mig"], "Mutual Information Gap",
                   S.score("mig"), S.format_mig),
     "sap": Metric(_dis("sap"), disentanglement.VERSIONS["sap"], "SAP score", S.score("sap"),

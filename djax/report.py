@@ -223,6 +223,74 @@ def with_untrained(runs: list[dict], paths: list[str]) -> tuple[list[dict], list
   return out, out_paths
 
 
+def variant_table(config, results: dict[str, Any], workdir: str) -> str:
+  """A cross-method table of a ``config.variants`` run, beside a paper's table.
+
+  ``config.table``: ``paper`` (an entry of paper_numbers.json), ``columns`` (headline keys,
+  the last one ranks), ``rows`` (variant -> the paper's row it reimplements) and optionally
+  ``families`` (paper row -> variants of a sweep, of which the one with the lowest last
+  column is reported, as a paper reporting "the best results" of a sweep does) and
+  ``control`` (a further headline key shown in its own column). Draws WORKDIR/variants.png
+  (djax's and the paper's value of the last column per row) and returns the markdown (the
+  stage runner writes it to variants.md). Adding a row is one more variant and one more ``rows`` entry.
+  """
+  t = config.table
+  cols = list(t.columns)
+  with open(PAPER_NUMBERS) as f:
+    paper = json.load(f)[t.paper]
+  head = {name: ((r["rows"][-1].get("eval") or {}).get("headline") or {})
+          for name, r in results.items()}
+  cost = {name: r.get("cost", {}).get("seconds_per_step") for name, r in results.items()}
+  families = {k: list(v) for k, v in dict(t.get("families") or {}).items()}
+  rank = cols[-1]
+
+  def best(variants):
+    done = [v for v in variants if rank in head.get(v, {})]
+    return min(done, key=lambda v: head[v][rank]) if done else None
+
+  chosen = []  # (paper row, variant)
+  order = list(t.get("order") or t.rows)
+  for variant in order:
+    row = t.rows[variant]
+    if row in families:
+      pick = best(families[row])
+      if pick is not None and (row, pick) not in chosen:
+        chosen.append((row, pick))
+    elif variant in results:
+      chosen.append((row, variant))
+  control = t.get("control")
+  header = ["row", "variant"] + cols + [f"paper {cols[-1]}"] + (
+      [f"{control} (control)"] if control else []) + ["ms/step"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for row, v in chosen:
+    h = head.get(v, {})
+    cells = [row, v] + [_fmt(h.get(k)) for k in cols] + [
+        _fmt(paper["rows"].get(row, {}).get(rank))] + (
+        [_fmt(h.get(control))] if control else []) + [
+        "" if cost.get(v) is None else f"{1e3 * cost[v]:.0f}"]
+    lines.append("| " + " | ".join(cells) + " |")
+  out = [f"# {paper['source']}", "", *lines, ""]
+  swept = [(row, vs) for row, vs in families.items() if len(vs) > 1]
+  if swept:
+    out.append("Sweeps (the best is the row above): " + "; ".join(
+        f"{row}: " + ", ".join(f"{v} {_fmt(head.get(v, {}).get(rank))}" for v in vs)
+        for row, vs in swept) + ".")
+    out.append("")
+  ordered = sorted(chosen, key=lambda rv: head.get(rv[1], {}).get(rank, float("inf")))
+  out.append("djax's ranking by " + rank + ": " + " < ".join(r for r, _ in ordered) + ".")
+  paper_order = sorted((r for r, _ in chosen if rank in paper["rows"].get(r, {})),
+                       key=lambda r: paper["rows"][r][rank])
+  out.append("The paper's: " + " < ".join(paper_order) + ".")
+  out += ["", "![djax and the paper, " + rank + "](variants.png)", ""]
+  md = "\n".join(out) + "\n"
+  series = [{"name": "djax", "headline": {r: head[v][rank] for r, v in chosen
+                                          if rank in head.get(v, {})}},
+            {"name": "paper", "headline": {r: paper["rows"][r][rank] for r, _ in chosen
+                                           if rank in paper["rows"].get(r, {})}}]
+  bar_chart(series, [], os.path.join(workdir, "variants.png"))
+  return md
+
+
 def make_report(paths: list[str], out_dir: str) -> tuple[str, str, str]:
   runs, paths = with_untrained([load_eval(p) for p in paths], list(paths))
   names = [r["name"] for r in runs]

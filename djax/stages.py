@@ -197,6 +197,9 @@ def run_variants(config, workdir: str) -> dict[str, Any]:
                      "cost": measure_step(cost_cfg.config if cost_cfg else c, previous)}
   fileio.write_json(os.path.join(workdir, "variants.json"), results)
   table = cls.variant_table(config, results)
+  if not table and config.get("table"):
+    from djax import report  # a cross-method table (config.table), drawn with Pillow
+    table = report.variant_table(config, results, workdir)
   if table:
     fileio.write_text(os.path.join(workdir, "variants.md"), table)
     print(table, flush=True)

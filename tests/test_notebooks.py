@@ -72,12 +72,16 @@ TINY = {
                                      OVERRIDES=_TINY_LABEL_RELEVANT),
     "mathieu_mnist_tpu.ipynb": dict(CONFIG="experiments/mathieu_mnist.py:small", STEPS=2,
                                     OVERRIDES=_TINY_MATHIEU),
+    # one row of Table 1 (tests/test_reference_based.py runs the table command itself)
+    "reference_based_tpu.ipynb": dict(CONFIG="experiments/reference_based_mnist.py:tiny,srb_vae",
+                                      STEPS=4, OVERRIDES=""),
 }
 # What each tiny run leaves: (its eval.json relative to WORKDIR, the step it records).
 EXPECT = {"mixing_sprites_tpu.ipynb": ("eval.json", 2),
           "jacobian_mnist_tpu.ipynb": ("stage_01/eval.json", 31),
           "label_relevant_tpu.ipynb": ("eval.json", 2),
-          "mathieu_mnist_tpu.ipynb": ("eval.json", 2)}
+          "mathieu_mnist_tpu.ipynb": ("eval.json", 2),
+          "reference_based_tpu.ipynb": ("eval.json", 4)}
 
 
 def _installed_from_this_checkout() -> bool:

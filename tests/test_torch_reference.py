@@ -7,6 +7,9 @@
     mode inside the mixing step: same losses and same gradients for every parameter of the
     three groups, which also checks the step's wiring (the discriminator learns from its own
     loss only, on x3 detached).
+(c) the VAE family (VAE / β-VAE): same parameter counts (paper, ':small', 'tiny'); with
+    djax's weights copied in, the same encoder (μ, log σ²) and generator outputs, and
+    at the same noise the same loss terms and gradients in the train step.
 
 Skipped without torch (CI installs the CPU wheel when it can; ``pip install '.[bench]'``).
 """
@@ -217,3 +220,98 @@ def test_measure_torch_runs_a_tiny_config():
   assert result["framework"] == "torch" and result["batch_size"] == 4
   assert result["ms_per_step_median"] > 0 and result["threads"] == torch.get_num_threads()
   assert result["params"]["decoder"] > 0
+
+
+# ----------------------------------------------------------------------------- the VAE family
+
+def _vae_config(variant):
+  return _config("reference_based_mnist", variant)
+
+
+@pytest.mark.parametrize("variant", ["beta_vae", "small,beta_vae", "small,vae,tiny"])
+def test_vae_family_parameter_counts_match_djax(variant):
+  config = _vae_config(variant)
+  method = methods.create(config, axis_name=None)
+  s = config.data.image_size
+  x = jax.ShapeDtypeStruct((2, s, s, 3), jnp.float32)
+  state = jax.eval_shape(method.init, jax.random.PRNGKey(0), {"image": x})
+  with torch.device("meta"):
+    ref = tr.TorchVaeFamily(config, device="meta", init=False)
+  for name, net in ref.nets.items():
+    flax_params = state.params["vae"][name]
+    assert count_params(flax_params) == tr.count_params(net), name
+    assert len(jax.tree_util.tree_leaves(flax_params)) == len(list(net.parameters())), name
+  assert ref.group_param_counts()["encoder"] == count_params(state.params["vae"]["encoder"])
+
+
+@pytest.mark.parametrize("objective", ["beta_tcvae", "dip_vae_i", "dip_vae_ii"])
+def test_vae_family_other_objectives_say_not_implemented(objective):
+  with pytest.raises(NotImplementedError, match=objective):
+    tr.TorchVaeFamily(_vae_config(f"small,{objective}"), init=False)
+
+
+def test_vae_family_same_outputs_loss_and_gradients():
+  # 'tiny' networks (8 channels, 32x32: seconds to compile) have every layer kind of
+  # ':small'; β-VAE with β != 1 so that the β weighting is checked too.
+  config = _vae_config("tiny,beta_vae,beta=3")
+  method = methods.create(config, axis_name=None)
+  b, s = 4, config.data.image_size
+  x_shape = jax.ShapeDtypeStruct((b, s, s, 3), jnp.float32)
+  shapes = jax.eval_shape(method.init, jax.random.PRNGKey(0), {"image": x_shape})
+  rng = np.random.default_rng(7)
+
+  def draw(path, leaf):
+    if "kernel" in jax.tree_util.keystr(path[-1:]):
+      return jnp.asarray(rng.normal(0, 1 / np.sqrt(np.prod(leaf.shape[:-1])), leaf.shape),
+                         jnp.float32)
+    return jnp.asarray(rng.normal(0, 0.2, leaf.shape), jnp.float32)  # non-zero biases
+
+  params = jax.tree_util.tree_map_with_path(draw, shapes.params["vae"])
+  x = rng.uniform(-1, 1, (b, s, s, 3)).astype(np.float32)
+  eps = rng.normal(0, 1, (b, method.latent_dim)).astype(np.float32)
+  code = rng.normal(0, 1, (b, method.latent_dim)).astype(np.float32)
+
+  def djax_side(p, x, eps, code):
+    mu, logvar = method.encoder.apply({"params": p["encoder"]}, x)
+    image = method.generator.apply({"params": p["generator"]}, code)
+    grads, terms = jax.grad(method.objective, has_aux=True)(p, x, eps)
+    return mu, logvar, image, grads, terms
+
+  args = (params, jnp.asarray(x), jnp.asarray(eps), jnp.asarray(code))
+  mu, logvar, image, grads, terms = jax.jit(djax_side).lower(*args).compile(_FAST_COMPILE)(*args)
+
+  ref = tr.TorchVaeFamily(config, init=False)
+  for name, net in ref.nets.items():
+    tr.load_karras_variables(net, params[name])
+  close = lambda got, want, msg, tol=1e-4: np.testing.assert_allclose(
+      got, want, rtol=tol, atol=tol * max(1.0, float(np.abs(want).max())), err_msg=msg)
+  with torch.no_grad():
+    t_mu, t_logvar = ref.encoder(_nchw(x))
+    t_image = ref.generator(torch.from_numpy(code)).numpy().transpose(0, 2, 3, 1)
+  close(t_mu.numpy(), mu, "mu")
+  close(t_logvar.numpy(), logvar, "logvar")
+  assert t_image.shape == image.shape
+  close(t_image, image, "generator")
+
+  # The whole train step at the same noise: same loss terms, and it applies the gradients
+  # djax computes (left in .grad), laid out by the same copy as the weights.
+  metrics = ref.train_step(_nchw(x), torch.from_numpy(eps))
+  for k in ("loss_nll", "loss_kl", "loss_total"):
+    np.testing.assert_allclose(float(metrics[k]), float(terms[k]), rtol=1e-4, err_msg=k)
+  np.testing.assert_allclose(float(terms["loss_total"]),
+                             float(terms["loss_nll"]) + 3.0 * float(terms["loss_kl"]), rtol=1e-5)
+  want = tr.TorchVaeFamily(config, init=False)
+  for name, net in want.nets.items():
+    tr.load_karras_variables(net, grads[name])
+    for (pname, g_want), (_, p) in zip(net.named_parameters(),
+                                       ref.nets[name].named_parameters()):
+      assert p.grad is not None, f"{name}.{pname} got no gradient"
+      close(p.grad.numpy(), g_want.detach().numpy(), f"{name}.{pname}", 1e-3)
+
+
+def test_measure_torch_runs_the_vae_family():
+  config = _vae_config("tiny,beta_vae")
+  config.model.use_reference_images = True  # the 'reference' pairing's image_ref is read
+  result = tr.measure_torch(config, steps=2, warmup=0)
+  assert result["method"] == "vae_family" and result["batch_size"] == 2 * 8
+  assert result["params"]["generator"] > 0

@@ -10,6 +10,8 @@ METHODS: dict[str, str | type] = {
     "jacobian_attributes": "djax.methods.jacobian_attributes:AttributeJacobianSupervision",
     "mathieu": "djax.methods.specified_unspecified:SpecifiedUnspecified",
     "label_relevant_vae": "djax.methods.label_relevant:LabelRelevantVAE",
+    "vae_family": "djax.methods.vae_family:VaeFamily",
+    "reference_based": "djax.methods.reference_based:ReferenceBased",
 }
 
 

@@ -1,0 +1,216 @@
+"""Ruiz et al. 2019: the Rb-VAE objective against a direct computation, sRb-VAE's
+density-ratio and discriminator losses against numpy, which parameters each step reaches,
+the learned reference vector, the grids, and the cross-method table."""
+
+import importlib.util
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from djax import methods, report, stages
+from djax.methods import latents, reference_based as rbm
+
+
+def load_experiment(name):
+  path = os.path.join(os.path.dirname(__file__), "..", "experiments", f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"{name}_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _np_bce(logits, target):
+  p = 1 / (1 + np.exp(-logits))
+  return -(target * np.log(p) + (1 - target) * np.log(1 - p))
+
+
+def tiny(row):
+  c = load_experiment("reference_based_mnist").get_config(f"tiny,{row}")
+  c.num_devices = 1
+  return c
+
+
+def _batch(seed=0, b=4):
+  rng = np.random.default_rng(seed)
+  im = lambda: jnp.asarray(rng.uniform(-1, 1, size=(b, 32, 32, 3)), jnp.float32)
+  return {"image": im(), "image_ref": im()}
+
+
+def test_density_ratio_and_discriminator_losses_match_numpy():
+  rng = np.random.default_rng(0)
+  dq, dp, dqr, dpr = (rng.normal(size=6) for _ in range(4))
+  np.testing.assert_allclose(rbm.density_ratio_objective(dq, dp, dqr, dpr),
+                             dq.mean() - dp.mean() + dqr.mean() - dpr.mean(), rtol=1e-5)
+  want = 0.5 * (np.mean(_np_bce(dq, 1.0)) + np.mean(_np_bce(dp, 0.0)))
+  np.testing.assert_allclose(rbm.discriminator_loss(jnp.asarray(dq), jnp.asarray(dp)), want,
+                             rtol=1e-5)
+  # Algorithm 1's classes: encoder pairs 1. A discriminator that says "encoder" (large d) to
+  # the encoder's pairs and "generator" to the generator's has a small loss, and then the
+  # model's objective E_q d − E_p d is large: what the model then lowers.
+  good = float(rbm.discriminator_loss(jnp.full(3, 5.0), jnp.full(3, -5.0)))
+  bad = float(rbm.discriminator_loss(jnp.full(3, -5.0), jnp.full(3, 5.0)))
+  assert good < 0.01 < 5 < bad
+
+
+def test_rb_vae_objective_is_eq_3_on_the_networks_outputs():
+  c = tiny("rb_vae")
+  m = methods.create(c, axis_name=None)
+  batch = _batch()
+  state = m.init(jax.random.PRNGKey(0), batch)
+  pm = state.params["model"]
+  pm = {**pm, "e_ref": jnp.linspace(-1, 1, m.e_dim)}  # a reference vector that matters
+  rng = jax.random.PRNGKey(3)
+  total, (terms, _) = m.model_objective(pm, None, batch["image"], batch["image_ref"], rng)
+  # The same sums, written out from the networks' outputs with the same noise.
+  r = jax.random.split(rng, 10)
+  x, xr = batch["image"], batch["image_ref"]
+  mu_z, lv_z = m.q_z(pm, x)
+  mu_e, lv_e = m.q_e(pm, x)
+  mu_zr, lv_zr = m.q_z(pm, xr)
+  z = mu_z + np.exp(0.5 * lv_z) * m.noise(r[0], 4, m.z_dim)
+  e = mu_e + np.exp(0.5 * lv_e) * m.noise(r[1], 4, m.e_dim)
+  zr = mu_zr + np.exp(0.5 * lv_zr) * m.noise(r[2], 4, m.z_dim)
+  x_hat = m.generate(pm, e, z)
+  xr_hat = m.generate(pm, jnp.broadcast_to(pm["e_ref"], (4, m.e_dim)), zr)
+  b = c.loss.likelihood_scale
+  nll = lambda a, t: np.sum(np.abs(np.asarray(a) - np.asarray(t)).reshape(4, -1), 1) / b + (
+      32 * 32 * 3 * np.log(2 * b))
+  kl = lambda mu, lv: np.sum(0.5 * (np.asarray(mu) ** 2 + np.exp(lv) - 1 - np.asarray(lv)), 1)
+  want = 0.5 * np.mean(nll(x_hat, x) + kl(mu_z, lv_z) + kl(mu_e, lv_e)) + 0.5 * np.mean(
+      nll(xr_hat, xr) + kl(mu_zr, lv_zr))
+  np.testing.assert_allclose(total, want, rtol=2e-4)
+  np.testing.assert_allclose(terms["loss_kl_e"], np.mean(kl(mu_e, lv_e)), rtol=1e-4)
+  # e_r reaches the loss through the reference images alone.
+  g = jax.grad(lambda p: m.model_objective(p, None, x, xr, rng)[0])(pm)
+  assert float(jnp.abs(g["e_ref"]).sum()) > 0
+  g_u = jax.grad(lambda p: rbm.rb_vae_loss(
+      latents.laplace_nll(m.generate(p, e, z), x, b), kl(mu_z, lv_z), kl(mu_e, lv_e),
+      jnp.zeros(4), jnp.zeros(4)))(pm)
+  assert float(jnp.abs(g_u["e_ref"]).sum()) == 0
+
+
+def test_srb_vae_gradient_routing():
+  c = tiny("srb_vae")
+  m = methods.create(c, axis_name=None)
+  batch = _batch()
+  state = m.init(jax.random.PRNGKey(0), batch)
+  grads, terms = m.gradients(state.params, batch, jax.random.PRNGKey(1))
+  assert set(grads) == {"model", "disc"}
+  assert set(grads["model"]) == {"enc_z", "enc_e", "gen", "e_ref"}
+  assert set(grads["disc"]) == {"d_xze", "d_xz"}
+  for group in ("model", "disc"):  # every network of both groups learns
+    for net, g in grads[group].items():
+      assert float(sum(jnp.abs(leaf).sum() for leaf in jax.tree_util.tree_leaves(g))) > 0, net
+  # The discriminators' loss treats the model's pairs as data: nothing of it reaches the
+  # model, however the pairs were made.
+  x, xr = batch["image"], batch["image_ref"]
+
+  def disc_loss_of_model(pm):
+    _, (_, pairs) = m.model_objective(pm, state.params["disc"], x, xr, jax.random.PRNGKey(1))
+    return m.disc_objective(state.params["disc"], pairs, jax.random.PRNGKey(2))[0]
+
+  g = jax.grad(disc_loss_of_model)(state.params["model"])
+  assert all(float(jnp.abs(leaf).sum()) == 0 for leaf in jax.tree_util.tree_leaves(g))
+  # The model's adversarial term (eq. 6) alone moves both encoders and the generator.
+  c2 = tiny("srb_vae")
+  c2.loss.lambda_rec = c2.loss.lambda_latent = 0.0
+  m2 = methods.create(c2, axis_name=None)
+  g2, t2 = m2.gradients(state.params, batch, jax.random.PRNGKey(1))
+  np.testing.assert_allclose(t2["loss_model"], t2["loss_density_ratio"], rtol=1e-6)
+  for net in ("enc_z", "enc_e", "gen", "e_ref"):
+    assert float(sum(jnp.abs(v).sum() for v in jax.tree_util.tree_leaves(
+        g2["model"][net]))) > 0, net
+  # One step applies each group's own update and nothing else.
+  new, _ = jax.jit(m.train_step)(state, batch, jax.random.PRNGKey(1))
+  for group in ("model", "disc"):
+    changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), state.params[group],
+                                     new.params[group])
+    assert any(jax.tree_util.tree_leaves(changed)), group
+
+
+def test_config_errors_are_one_line():
+  c = tiny("srb_vae")
+  c.data.pairing = None
+  with pytest.raises(ValueError, match="data.pairing='reference'"):
+    methods.create(c, axis_name=None)
+  c = tiny("srb_vae")
+  c.model.encoder_widths = (8, 8)
+  with pytest.raises(ValueError, match="model.encoder_widths"):
+    methods.create(c, axis_name=None)
+  c = tiny("srb_vae")
+  c.loss.objective = "rbvae"
+  with pytest.raises(ValueError, match="known: "):
+    methods.create(c, axis_name=None)
+
+
+def test_grids_are_built_from_the_right_codes():
+  c = tiny("srb_vae")
+  m = methods.create(c, axis_name=None)
+  batch = _batch(b=6)
+  state = m.init(jax.random.PRNGKey(0), batch)
+  p = state.params
+  a, b = batch["image"][:2], batch["image"][2:5]
+  grid = m.transfer_grid(p, {}, a, b)
+  assert grid.shape == (4, 3) + a.shape[1:]
+  ca, cb = m.encode(p, {}, a), m.encode(p, {}, b)
+  cell = m.decode(p, {}, jnp.concatenate([ca[1:2, :m.e_dim], cb[2:3, m.e_dim:]], -1))[0]
+  np.testing.assert_allclose(grid[3, 2], cell, atol=1e-5)  # e of a[1], z of b[2]
+  np.testing.assert_allclose(grid[0, 1:], a)
+  syn = m.conditional_synthesis_grid(p, {}, b, jax.random.PRNGKey(5), 4)
+  assert syn.shape == (3, 5) + a.shape[1:]
+  e = jax.random.normal(jax.random.PRNGKey(5), (4, m.e_dim))
+  cell = m.decode(p, {}, jnp.concatenate([e[3:4], cb[1:2, m.e_dim:]], -1))[0]
+  np.testing.assert_allclose(syn[1, 4], cell, atol=1e-5)  # row: z of b[1]; column: e no. 3
+  assert set(m.eval_images(p, {}, batch["image"], 2)) == {
+      "reconstruction", "as_reference", "conditional_synthesis", "transfer"}
+
+
+def test_variant_table_reports_the_best_of_each_sweep_beside_the_paper(tmp_path):
+  def res(avg, z=None, sps=0.01):
+    head = {"mae/R": avg, "mae/average": avg, **({} if z is None else {"part_mae[z]/average": z})}
+    return {"rows": [{"eval": {"headline": head}}], "cost": {"seconds_per_step": sps}}
+
+  c = ml_collections.ConfigDict()
+  c.table = ml_collections.ConfigDict(dict(
+      paper="ruiz2019_table1", columns=("mae/R", "mae/average"),
+      rows={"vae": "VAE", "b4": "beta-VAE", "b32": "beta-VAE", "srb": "sRb-VAE"},
+      order=("vae", "b4", "b32", "srb"), families={"beta-VAE": ["b4", "b32"]},
+      control="part_mae[z]/average"))
+  md = report.variant_table(c, {"vae": res(0.09), "b4": res(0.07), "b32": res(0.08),
+                                "srb": res(0.05, z=0.2)}, str(tmp_path))
+  lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
+  assert lines[1].startswith("| VAE | vae | 0.090 | 0.090 | 0.085 |")
+  assert lines[2].startswith("| beta-VAE | b4 | 0.070 |")  # the sweep's best, once
+  assert lines[3].startswith("| sRb-VAE | srb | 0.050 | 0.050 | 0.060 | 0.200 | 10 |")
+  assert len(lines) == 4
+  assert "sRb-VAE < beta-VAE < VAE" in md
+  assert os.path.exists(tmp_path / "variants.png")
+
+
+def test_the_table_command_trains_every_row_through_the_one_loop(tmp_path):
+  c = load_experiment("reference_based_table1").get_config("tiny")
+  keep = ("vae", "srb_vae")
+  for k in list(c.variants.keys()):
+    if k not in keep:
+      del c.variants[k]
+  c.table.order = keep
+  c.table.rows = {k: c.table.rows[k] for k in keep}
+  c.table.families = {}
+  c.train.steps = 2
+  c.train.save_every = 2
+  out = stages.main(c, str(tmp_path))
+  assert set(out["results"]) == set(keep)
+  md = (tmp_path / "variants.md").read_text()
+  assert "| VAE | vae |" in md and "| sRb-VAE | srb_vae |" in md
+  ev = json.loads((tmp_path / "srb_vae" / "eval.json").read_text())
+  assert ev["method"] == "reference_based"
+  parts = ev["results"]["part_regression_mae"]["parts"]
+  assert parts["e"]["dims"] == "0:32" and parts["z"]["dims"] == "32:64"
+  assert ev["results"]["linear_regression_mae"]["dims"] == "0:32"
+  ev = json.loads((tmp_path / "vae" / "eval.json").read_text())
+  assert ev["method"] == "vae_family" and ev["results"]["linear_regression_mae"]["dims"] == "all"
