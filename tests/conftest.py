@@ -22,14 +22,19 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def tiny_mixing_config(steps: int = 4, batch_size: int = 8):
-  """The mixing config shrunk to 16x16 images and a few channels: seconds to compile."""
+def load_experiment(name: str):
+  """The module of experiments/<name>.py (experiments/ is not a package)."""
   import importlib.util
-  path = os.path.join(os.path.dirname(__file__), "..", "experiments", "mixing_sprites.py")
-  spec = importlib.util.spec_from_file_location("mixing_sprites_config", path)
+  path = os.path.join(os.path.dirname(__file__), "..", "experiments", f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"{name}_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  c = module.get_config("small")
+  return module
+
+
+def tiny_mixing_config(steps: int = 4, batch_size: int = 8):
+  """The mixing config shrunk to 16x16 images and a few channels: seconds to compile."""
+  c = load_experiment("mixing_sprites").get_config("small")
   c.data.name = "tiny_shapes"
   c.data.image_size = 16
   c.model.n_chunks = 4

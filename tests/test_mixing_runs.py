@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_mixing_config
+from conftest import load_experiment, tiny_mixing_config
 from djax import evaluation, methods, report, train
 from djax.data import pipeline
 from djax.methods import base
@@ -174,15 +174,6 @@ def test_discriminator_learning_rate_is_its_own():
 
 # ----------------------------------------------------------------------------- Table 2
 
-def _load_experiment(name):
-  import importlib.util
-  path = os.path.join(os.path.dirname(__file__), "..", "experiments", f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"{name}_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_table2_numbers_agree_with_paper_numbers_json():
   from djax.methods import mixing
   with open(report.PAPER_NUMBERS) as f:
@@ -196,7 +187,7 @@ def test_table2_numbers_agree_with_paper_numbers_json():
 def test_table2_rows_through_one_command(tmp_path, monkeypatch):
   from djax import stages
   from djax.methods import mixing
-  module = _load_experiment("mixing_sprites_ablation")
+  module = load_experiment("mixing_sprites_ablation")
   assert set(module.get_config().variants) == {"ae", "ae_c_g", "mix", "mix_c", "mix_g",
                                                 "mix_c_g"}
   c = tiny_mixing_config(steps=2)
@@ -246,9 +237,9 @@ def test_table2_rows_through_one_command(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- MNIST, CelebA
 
 def test_mnist_config_trains_on_mnist_5k(tmp_path):
-  c = _load_experiment("mixing_mnist").get_config("small")
+  c = load_experiment("mixing_mnist").get_config("small")
   assert c.model.chunk_size == 8 and c.model.n_chunks == 8 and c.data.name == "mnist_5k"
-  full = _load_experiment("mixing_mnist").get_config()
+  full = load_experiment("mixing_mnist").get_config()
   assert full.model.decoder_spec == "d512k4-d256k4s2-d128k4s2-d1k2s2"  # Table 1, 1 channel
   c.num_devices = 1
   c.progress_bar = False
@@ -282,7 +273,7 @@ def mock_tfds(monkeypatch):
 
 
 def test_celeba_config_scores_table3_on_mock_data(tmp_path, mock_tfds):
-  module = _load_experiment("mixing_celeba")
+  module = load_experiment("mixing_celeba")
   assert module.get_config().loss.lambda_mix == 30.0
   c = module.get_config("tiny")
   summary = train.train_and_evaluate(c, str(tmp_path))

@@ -2,7 +2,6 @@
 density-ratio and discriminator losses against numpy, which parameters each step reaches,
 the learned reference vector, the grids, and the cross-method table."""
 
-import importlib.util
 import json
 import os
 
@@ -12,16 +11,11 @@ import ml_collections
 import numpy as np
 import pytest
 
+from conftest import load_experiment
 from djax import methods, report, stages
 from djax.methods import latents, reference_based as rbm
 
 
-def load_experiment(name):
-  path = os.path.join(os.path.dirname(__file__), "..", "experiments", f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"{name}_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def _np_bce(logits, target):

@@ -2,25 +2,18 @@
 total-correlation estimators against a Gaussian case with a known answer, and DIP-VAE's
 covariance penalties against numpy."""
 
-import importlib.util
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import load_experiment
 from djax import methods
 from djax.methods import latents, vae_family as vf
 
 
-def load_experiment(name):
-  path = os.path.join(os.path.dirname(__file__), "..", "experiments", f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"{name}_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def _np_log_normal(z, mu, logvar):
