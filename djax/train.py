@@ -288,7 +288,7 @@ def _train(method, config, workdir, devices, previous) -> dict[str, Any]:
   logged = _truncate_metrics(os.path.join(workdir, "metrics.jsonl"), start, write=main)
   untrained_path = os.path.join(workdir, UNTRAINED)
   if (main and start == 0 and previous is None and config.eval.metrics
-      and config.eval.get("at_end", True) and config.eval.get("untrained", True)):
+      and config.eval.get("at_end", True) and config.eval.get("untrained", False)):
     # The same evaluation on the initial parameters: what training adds is measured against
     # it (a random network already retrieves some attributes above chance).
     evaluation.evaluate_and_write(method, state, config, workdir, step=0, out=untrained_path,

@@ -22,6 +22,22 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def mock_tfds_data(monkeypatch, num_examples: int):
+  """``tfds.testing.mock_data`` read the way djax reads (``__getitems__``): a context manager.
+
+  tfds 4.9's mock sets ``__getitems__`` on a MagicMock instance, where Python does not pass
+  ``self``; the replacement below is the same function without it.
+  """
+  import tensorflow_datasets as tfds
+  from tensorflow_datasets.testing import mocking
+
+  def getitems(record_keys, generator, serialized=False):
+    assert not serialized
+    return [generator[k] for k in record_keys]
+  monkeypatch.setattr(mocking, "_getitems", getitems)
+  return tfds.testing.mock_data(num_examples=num_examples)
+
+
 def load_experiment(name: str):
   """The module of experiments/<name>.py (experiments/ is not a package)."""
   import importlib.util

@@ -8,9 +8,8 @@ dtypes and value range, factor metadata, determinism; no data is downloaded or p
 import ml_collections
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
-from tensorflow_datasets.testing import mocking
 
+from conftest import mock_tfds_data
 from djax.data import pipeline, registry, tfds_datasets
 
 NUM_EXAMPLES = 24
@@ -18,16 +17,8 @@ NUM_EXAMPLES = 24
 
 @pytest.fixture
 def mock_tfds(monkeypatch):
-  """tfds mock data, read the way djax reads (``__getitems__``).
-
-  tfds 4.9's mock sets ``__getitems__`` on a MagicMock instance, where Python does not pass
-  ``self``; the replacement below is the same function without it.
-  """
-  def getitems(record_keys, generator, serialized=False):
-    assert not serialized
-    return [generator[k] for k in record_keys]
-  monkeypatch.setattr(mocking, "_getitems", getitems)
-  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+  """tfds mock data (NUM_EXAMPLES examples a split), read as djax reads."""
+  with mock_tfds_data(monkeypatch, NUM_EXAMPLES):
     yield
 
 

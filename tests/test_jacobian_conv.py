@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import mock_tfds_data
 from djax.methods import jacobian_attributes as ja
 from djax.methods import jacobian_nets as jn
 from djax.methods import jacobian_supervision as js
@@ -36,16 +37,8 @@ def _config(name, variant=None):
 
 @pytest.fixture
 def mock_tfds(monkeypatch):
-  """tfds mock data read the way djax reads it (see tests/test_data_tfds.py: tfds 4.9's mock
-  sets ``__getitems__`` on a MagicMock instance, where Python passes no ``self``)."""
-  import tensorflow_datasets as tfds
-  from tensorflow_datasets.testing import mocking
-
-  def getitems(record_keys, generator, serialized=False):
-    assert not serialized
-    return [generator[k] for k in record_keys]
-  monkeypatch.setattr(mocking, "_getitems", getitems)
-  with tfds.testing.mock_data(num_examples=64):
+  """tfds mock data (64 examples a split), read as djax reads."""
+  with mock_tfds_data(monkeypatch, 64):
     yield
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import mock_tfds_data
 from djax import train
 from djax.data import pipeline
 from djax.methods import label_relevant as lr
@@ -69,15 +70,8 @@ def test_cifar10_config_is_table_3():
 
 @pytest.fixture
 def mock_tfds(monkeypatch):
-  """tfds mock data read the way djax reads it (see tests/test_data_tfds.py)."""
-  import tensorflow_datasets as tfds
-  from tensorflow_datasets.testing import mocking
-
-  def getitems(record_keys, generator, serialized=False):
-    assert not serialized
-    return [generator[k] for k in record_keys]
-  monkeypatch.setattr(mocking, "_getitems", getitems)
-  with tfds.testing.mock_data(num_examples=32):
+  """tfds mock data (32 examples a split), read as djax reads."""
+  with mock_tfds_data(monkeypatch, 32):
     yield
 
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import load_experiment, tiny_mixing_config
+from conftest import load_experiment, mock_tfds_data, tiny_mixing_config
 from djax import evaluation, methods, report, train
 from djax.data import pipeline
 from djax.methods import base
@@ -260,15 +260,8 @@ def test_mnist_config_trains_on_mnist_5k(tmp_path):
 
 @pytest.fixture
 def mock_tfds(monkeypatch):
-  """tfds mock data read the way djax reads it (see tests/test_data_tfds.py)."""
-  import tensorflow_datasets as tfds
-  from tensorflow_datasets.testing import mocking
-
-  def getitems(record_keys, generator, serialized=False):
-    assert not serialized
-    return [generator[k] for k in record_keys]
-  monkeypatch.setattr(mocking, "_getitems", getitems)
-  with tfds.testing.mock_data(num_examples=48):
+  """tfds mock data (48 examples a split), read as djax reads."""
+  with mock_tfds_data(monkeypatch, 48):
     yield
 
 

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from djax.methods import base
+from djax.methods import base, latents
 from djax.nn.conv import Conv
 from djax.nn.conv_transpose import ConvTranspose
 from djax.nn.spec import Norm, flat_init, parse_spec
@@ -170,9 +170,8 @@ class Classifier(nn.Module):
 
 # ----------------------------------------------------------------------------- losses
 
-def reparameterise(mu: jax.Array, logvar: jax.Array, eps: jax.Array) -> jax.Array:
-  """z = μ + σ ε with σ = exp(½ log σ²), ε ~ N(0, I) (Algorithm 1, "Sample z1 ~ N(µ1, σ1)")."""
-  return mu + jnp.exp(0.5 * logvar) * eps
+# Algorithm 1, "Sample z1 ~ N(µ1, σ1)": z = μ + σ ε with σ = exp(½ log σ²).
+reparameterise = latents.reparameterise
 
 
 def kl_divergence(mu: jax.Array, logvar: jax.Array) -> jax.Array:
@@ -181,7 +180,7 @@ def kl_divergence(mu: jax.Array, logvar: jax.Array) -> jax.Array:
 
   The authors' code computes this value with μ for μ² and +1 for −1, and its gradient reads
   log σ where the sampling reads log σ²; the formula here is the correct one."""
-  return jnp.mean(0.5 * jnp.sum(jnp.square(mu) + jnp.exp(logvar) - 1.0 - logvar, axis=-1))
+  return jnp.mean(latents.gaussian_kl(mu, logvar))
 
 
 def reconstruction_loss(x_hat: jax.Array, x: jax.Array) -> jax.Array:
