@@ -137,6 +137,13 @@ def _config_error(e: BaseException, argv) -> str:
     path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "?")
     return (f"config file {path.split(':')[0]!r} not found; pass a python file with "
             f"get_config, e.g. --config=experiments/mixing_sprites.py:small")
+  # An exception the config file's get_config raised (e.g. an unknown variant): ml_collections
+  # folds its traceback into the flag error; what the file said is the last line of it.
+  raised = re.search(r"Error whilst parsing config file:.*\b([A-Z]\w*(?:Error|Exception)): (.+)$",
+                     str(chain[0]), re.S)
+  if raised is not None:
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "?")
+    return f"{path}: {' '.join(raised.group(2).split())}"
   return _one_line(chain[0])
 
 

@@ -163,6 +163,7 @@ def test_user_errors_are_one_line_and_write_nothing(tmp_path):
        "unknown config key 'stepz' in --config.train.stepz; did you mean 'steps'?"),
       (["-m", "djax.main", f"--config={tmp_path}/nope.py"], "config file"),
       (["-m", "djax.main", f"--config={bad}"], "has a syntax error at line 1"),
+      (["-m", "djax.main", f"--config={cfg}:smal"], f"{cfg}:smal: unknown variant"),
       (["-m", "djax.main", f"--config={cfg}:small", f"--workdir={afile}"],
        f"--workdir {afile} is a file"),
       (["-m", "djax.evaluate", f"--workdir={tmp_path}/none"], "no checkpoints in"),
