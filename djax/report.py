@@ -92,8 +92,9 @@ def markdown(runs: list[dict], refs: list[dict]) -> str:
   return "\n".join(out) + "\n"
 
 
-def bar_chart(runs: list[dict], refs: list[dict], path: str) -> str:
-  """Horizontal grouped bars, one group per headline number in [0, 1]."""
+def bar_chart(runs: list[dict], refs: list[dict], path: str, x_max: float = 1.0,
+              digits: int = 2) -> str:
+  """Horizontal grouped bars, one group per headline number in [0, ``x_max``]."""
   from PIL import Image, ImageDraw, ImageFont
 
   series = [(r["name"], r["headline"]) for r in runs] + [
@@ -101,7 +102,7 @@ def bar_chart(runs: list[dict], refs: list[dict], path: str) -> str:
   keys: list[str] = []
   for r in runs:
     keys += [k for k in r["headline"] if k not in keys]
-  keys = [k for k in keys if all(0.0 <= s.get(k, 0.0) <= 1.0 for _, s in series)]
+  keys = [k for k in keys if all(0.0 <= s.get(k, 0.0) <= x_max for _, s in series)]
   font = ImageFont.load_default()
   bar_h, gap, label_w, plot_w, top = 9, 8, 230, 480, 20 + 14 * len(series)
   height = top + len(keys) * (len(series) * bar_h + gap) + 30
@@ -117,16 +118,16 @@ def bar_chart(runs: list[dict], refs: list[dict], path: str) -> str:
     for i, (_, vals) in enumerate(series):
       v = vals.get(k)
       if v is not None:
-        x1 = label_w + int(round(v * plot_w))
+        x1 = label_w + int(round(v / x_max * plot_w))
         draw.rectangle([label_w, y, max(x1, label_w + 1), y + bar_h - 2],
                        fill=PALETTE[i % len(PALETTE)])
-        draw.text((x1 + 4, y - 2), f"{v:.2f}", fill="black", font=font)
+        draw.text((x1 + 4, y - 2), f"{v:.{digits}f}", fill="black", font=font)
       y += bar_h
     y += gap
   for t in (0.0, 0.25, 0.5, 0.75, 1.0):  # axis
     x = label_w + int(t * plot_w)
     draw.line([x, top - 4, x, y], fill=(200, 200, 200))
-    draw.text((x - 8, y + 4), f"{t:g}", fill="black", font=font)
+    draw.text((x - 8, y + 4), f"{t * x_max:.3g}", fill="black", font=font)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   img.save(path)
   return path
@@ -287,7 +288,9 @@ def variant_table(config, results: dict[str, Any], workdir: str) -> str:
                                           if rank in head.get(v, {})}},
             {"name": "paper", "headline": {r: paper["rows"][r][rank] for r, _ in chosen
                                            if rank in paper["rows"].get(r, {})}}]
-  bar_chart(series, [], os.path.join(workdir, "variants.png"))
+  # The axis spans the values (MAEs of 0.05-0.1 are indistinguishable on [0, 1]).
+  top = max([v for s in series for v in s["headline"].values()] + [1e-9])
+  bar_chart(series, [], os.path.join(workdir, "variants.png"), x_max=1.15 * top, digits=3)
   return md
 
 
