@@ -51,17 +51,24 @@ from djax.metrics import disentanglement, generation, probes, retrieval, summary
 
 
 def encode_split(method, params, stats, source, data_cfg, batch_size: int = 256,
-                 factor_names=None, meta=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                 factor_names=None, meta=None,
+                 sample_rng=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   """Codes of a whole split (eval mode, one device) and its ground-truth factors. The
-  inputs are read under the dataset's key (``meta.data_key``; images by default)."""
-  encode = jax.jit(method.encode)
+  inputs are read under the dataset's key (``meta.data_key``; images by default).
+  ``sample_rng``: codes drawn from the posterior (``method.encode_sample``) instead."""
+  if sample_rng is None:
+    jitted = jax.jit(method.encode)
+    encode = lambda x, start: jitted(params, stats, x)
+  else:  # a batch's draw depends on its place in the split only
+    jitted = jax.jit(method.encode_sample)
+    encode = lambda x, start: jitted(params, stats, jax.random.fold_in(sample_rng, start), x)
   meta = meta or pipeline.DatasetMeta("", "", 0, (), (0.0, 1.0), {})
   n = len(source)
   feats, factors = [], {}
   for start in range(0, n, batch_size):
     ex = source.take(np.arange(start, min(start + batch_size, n)))
     x = pipeline.model_inputs(ex, meta, data_cfg)
-    feats.append(np.asarray(encode(params, stats, jnp.asarray(x))))
+    feats.append(np.asarray(encode(jnp.asarray(x), start)))
     for k in factor_names or ():
       factors.setdefault(k, []).append(ex[k])
   return np.concatenate(feats), {k: np.concatenate(v) for k, v in factors.items()}
@@ -250,6 +257,26 @@ def _part_probe(ctx: EvalContext):
   return {"parts": out}
 
 
+def _part_probe_sampled(ctx: EvalContext):
+  """``part_probe`` on codes drawn from the posterior (``method.encode_sample``, one draw
+  per example of each split), so that a part is credited only with what survives its noise."""
+  split = ctx.opt("probe_split", "validation")
+  names = list(ctx.config.eval.factors)
+  key = jax.random.PRNGKey(ctx.seed)
+  src, _ = pipeline.load_split(ctx.config.data, split)
+  fit, fit_f = encode_split(ctx.method, ctx.params, ctx.stats, src, ctx.config.data,
+                            factor_names=names, meta=ctx.split_meta(),
+                            sample_rng=jax.random.fold_in(key, 1))
+  test, _ = encode_split(ctx.method, ctx.params, ctx.stats, ctx.source, ctx.config.data,
+                         meta=ctx.split_meta(), sample_rng=jax.random.fold_in(key, 2))
+  out = {}
+  for part, cols in base.code_part_columns(ctx.method, test.shape[1]).items():
+    r = probes.linear_classifier_accuracy(fit, fit_f, test, ctx.eval_factors_with(names),
+                                          dims=f"{cols[0]}:{cols[-1] + 1}")
+    out[part] = {**r, "fit_split": split, "codes": "posterior samples"}
+  return {"parts": out}
+
+
 def _linear_regression_mae(ctx: EvalContext, dims: str | None = None):
   names = ctx.continuous_names()
   if not names:
@@ -404,6 +431,36 @@ def _ms_ssim_diversity(ctx: EvalContext):
   return out
 
 
+def _conditional_generation(ctx: EvalContext):
+  """Samples for each class in turn (``num_generated`` in all): the fraction djax's
+  classifier gives their conditioning class, and their intra-class diversity by
+  conditioning class against the evaluated split's real images of the same classes."""
+  k = _score_factor(ctx)
+  real_labels = np.asarray(ctx.eval_factors_with([k])[k]).reshape(-1)
+  n_classes = int(real_labels.max()) + 1
+  n = max(int(ctx.opt("num_generated", 2000)) // n_classes, 2) * n_classes
+  labels = np.arange(n) % n_classes
+  gen = np.concatenate([np.asarray(ctx.method.sample(
+      ctx.params, ctx.stats, jax.random.fold_in(jax.random.PRNGKey(ctx.seed), s), len(part),
+      jnp.asarray(part))) for s, part in enumerate(np.array_split(labels, -(-n // 1000)))])
+  clf = ctx.classifier()
+  out = generation.conditional_accuracy(clf.predict(gen)[k], labels)
+  lo, hi = ctx.config.data.value_range
+  per = max(2, n // n_classes)
+  d_gen = generation.intra_class_diversity(gen, labels, max_val=float(hi - lo), seed=ctx.seed,
+                                           max_per_class=per)
+  ex = ctx.source.take(np.arange(len(ctx.source)))
+  real = pipeline.model_inputs(ex, ctx.split_meta(), ctx.config.data)
+  d_real = generation.intra_class_diversity(real, real_labels, max_val=float(hi - lo),
+                                            seed=ctx.seed, max_per_class=per)
+  out.update({"factor": k, "sampling": str(ctx.config.model.get("class_sampling", "mixture")),
+              "classifier_test_accuracy": clf.test_accuracy[k],
+              "diversity": d_gen["diversity"], "diversity_real": d_real["diversity"],
+              "diversity_ratio": d_gen["diversity"] / d_real["diversity"],
+              "diversity_per_class": d_gen["per_class"]})
+  return out
+
+
 def _toy_points():
   from djax import toy_points  # imported when used: it reads the three-moons geometry
   return toy_points
@@ -460,6 +517,14 @@ METRICS: dict[str, Metric] = {
         lambda r: "\n\n".join(f"code part {p}: " + S.format_linear_probe(pr)
                                for p, pr in r["parts"].items()),
         requires=("code_parts",)),
+    "part_probe_sampled": Metric(
+        _part_probe_sampled, probes.VERSIONS["linear_probe"],
+        "part_probe on posterior samples z ~ q(z | x) instead of the mean",
+        lambda r: {f"part_probe_sampled[{p}]/{k}": v for p, pr in r["parts"].items()
+                   for k, v in pr["accuracy"].items()},
+        lambda r: "\n\n".join(f"code part {p}, posterior samples: " + S.format_linear_probe(pr)
+                               for p, pr in r["parts"].items()),
+        requires=("code_parts", "encode_sample")),
     "linear_regression_mae": Metric(
         _linear_regression_mae, probes.VERSIONS["linear_regression_mae"],
         "OLS MAE per continuous factor (Ruiz Table 1)",
@@ -511,6 +576,11 @@ METRICS: dict[str, Metric] = {
                                 "intra-class diversity 1 - MS-SSIM (Zheng & Sun Table 2)",
                                 S.value("ms_ssim_diversity", "diversity"),
                                 S.format_ms_ssim_diversity, requires=("decode",)),
+    "conditional_generation": Metric(
+        _conditional_generation, generation.VERSIONS["conditional_generation"],
+        "class-conditional samples: classified as their class, diversity vs real "
+        "(Zheng & Sun §4.2)", S.conditional_generation_headline,
+        S.format_conditional_generation, requires=("sample",)),
     "class_conditional_points": Metric(
         _class_conditional_points, "1",
         "three moons: per-class std of generated y vs the data's, nearest-own-moon fraction",

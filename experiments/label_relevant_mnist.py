@@ -86,7 +86,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.train.save_every = 500
   c.train.eval_every = 500
 
-  c.eval.metrics = ("classifier_score", "ms_ssim_diversity", "linear_probe")
+  c.eval.metrics = ("conditional_generation", "classifier_score", "ms_ssim_diversity",
+                    "linear_probe")
   c.eval.factors = ("label",)
   c.eval.split = "test"
   c.eval.sample_split = "test"

@@ -170,6 +170,72 @@ def test_each_group_gets_the_gradient_of_its_own_objective(tiny):
   np.testing.assert_allclose(metrics["loss_d"], t["d"], rtol=1e-5)
 
 
+def test_class_moments_follow_the_labelled_codes_and_feed_encoded_sampling(tiny):
+  m, state, batch = tiny
+  rng = np.random.default_rng(1)
+  z = rng.normal(size=(8, 2)).astype(np.float32)
+  labels = np.array([0, 0, 2, 2, 2, 1, 0, -1], np.int32)
+  labelled = np.array([1, 1, 1, 1, 1, 0, 1, 1], bool)  # class 1's only example is unlabelled
+  old = {"mean": rng.normal(size=(3, 2)).astype(np.float32),
+         "second": (1 + rng.random((3, 2))).astype(np.float32)}
+  new = lr.update_class_moments(old, jnp.asarray(z), jnp.asarray(labels),
+                                jnp.asarray(labelled & (labels >= 0)), 0.75)
+  for c in (0, 2):
+    zc = z[(labels == c) & labelled]
+    np.testing.assert_allclose(new["mean"][c], 0.75 * old["mean"][c] + 0.25 * zc.mean(0),
+                               rtol=1e-5)
+    np.testing.assert_allclose(new["second"][c],
+                               0.75 * old["second"][c] + 0.25 * (zc ** 2).mean(0), rtol=1e-5)
+  for k in ("mean", "second"):  # a class absent from the labelled batch keeps its moments
+    np.testing.assert_array_equal(new[k][1], old[k][1])
+  # Over devices: the moments of the global batch, whichever device holds which example.
+  sharded = jax.vmap(lambda a, b, c: lr.update_class_moments(old, a, b, c, 0.75, "d"),
+                     axis_name="d")(*(jnp.asarray(v).reshape((2, 4) + v.shape[1:])
+                                      for v in (z, labels, labelled & (labels >= 0))))
+  for k in ("mean", "second"):
+    np.testing.assert_allclose(sharded[k][0], new[k], rtol=1e-5)
+    np.testing.assert_allclose(sharded[k][1], new[k], rtol=1e-5)
+  # The training step updates them from the main update's codes (the GM steps' do not count).
+  x, y, lab = m._split_batch(batch)
+  keys = jax.random.split(jax.random.PRNGKey(3), x.shape[0])
+  _, _, stats = m.gradients(state.params, state.batch_stats, x, y, lab, keys)
+  zs = m.encode_s(state.params, state.batch_stats, x, True)[0]
+  want = lr.update_class_moments(state.batch_stats["moments"], zs, y, lab, m.moment_momentum)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                         stats["moments"], want)
+  # 'mixture' samples from (mu_c, Lambda_c); 'encoded' from the moments' mean and 1 / variance.
+  mu, lam = m.sampling_gaussians(state.params, stats)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, (mu, lam), m.mixture(state.params))
+  c = _moons_config()
+  c.model.class_sampling = "encoded"
+  enc = lr.LabelRelevantVAE(c, axis_name=None)
+  mean, prec = enc.sampling_gaussians(state.params, stats)
+  np.testing.assert_allclose(mean, want["mean"], rtol=1e-6)
+  np.testing.assert_allclose(1.0 / prec, want["second"] - want["mean"] ** 2, rtol=1e-4,
+                             atol=1e-6)
+  eps = jax.random.normal(jax.random.split(jax.random.PRNGKey(5))[0], (4, enc.zs_dim))
+  zu = jax.random.normal(jax.random.split(jax.random.PRNGKey(5))[1], (4, enc.zu_dim))
+  cond = jnp.array([2, 0, 1, 2])
+  direct = enc.decode_fn(state.params, stats, lr.sample_class_codes(eps, cond, mean, prec), zu)[0]
+  np.testing.assert_allclose(enc.sample(state.params, stats, jax.random.PRNGKey(5), 4, cond),
+                             direct, rtol=1e-5, atol=1e-6)
+  c.model.class_sampling = "moments"
+  with pytest.raises(ValueError, match="class_sampling"):
+    lr.LabelRelevantVAE(c, axis_name=None)
+
+
+def test_encode_sample_draws_z_u_from_its_posterior(tiny):
+  m, state, batch = tiny
+  x = batch["point"]
+  rng = jax.random.PRNGKey(4)
+  got = np.asarray(m.encode_sample(state.params, state.batch_stats, rng, x))
+  (mean, logvar), _ = m.encode_u(state.params, state.batch_stats, x)
+  want_u = mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape)
+  np.testing.assert_allclose(got[:, m.zs_dim:], want_u, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(got[:, :m.zs_dim],
+                                np.asarray(m.encode(state.params, state.batch_stats, x))[:, :m.zs_dim])
+
+
 def test_gm_scan_equals_three_sequential_gm_updates(tiny):
   m, state, batch = tiny
   x, labels, labelled = m._split_batch(batch)

@@ -1,6 +1,7 @@
 """Generation-side scores: MS-SSIM against an independent implementation, the score formula,
 swap success end to end with a dataset classifier trained on tiny_shapes."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -142,6 +143,14 @@ def test_swap_and_flip_known_answers():
   assert r["success"] == 0.5
 
 
+def test_conditional_accuracy_known_answer():
+  r = generation.conditional_accuracy(np.array([0, 1, 1, 2, 0, 2]), np.array([0, 1, 2, 2, 0, 1]))
+  assert r["accuracy"] == pytest.approx(4 / 6) and r["num_generated"] == 6
+  assert r["per_class"] == {"0": 1.0, "1": 0.5, "2": 0.5}
+  with pytest.raises(ValueError, match="predictions"):
+    generation.conditional_accuracy(np.zeros(3), np.zeros(4))
+
+
 # ----------------------------------------------------------------------------- end to end
 
 class ShapesOracle(base.Method):
@@ -215,6 +224,44 @@ class ShiftedColourOracle(ShapesOracle):
   def decode(self, params, stats, f):
     return super().decode(params, stats,
                           jnp.concatenate([jnp.roll(f[:, :3], 1, axis=1), f[:, 3:]], axis=1))
+
+
+class ColourSampler(ShapesOracle):
+  """Samples of colour ``condition`` (colour 2 drawn as colour 0), of a random size, or of
+  one size only (``one_size``): a known conditional accuracy of 2/3, and no diversity when
+  every sample of a class is the same square."""
+
+  def __init__(self, one_size=False):
+    self.one_size = one_size
+
+  def sample(self, params, stats, rng, n, condition=None):
+    colour = jnp.where(condition == 2, 0, condition)
+    size = jnp.zeros(n, jnp.int32) if self.one_size else jax.random.randint(rng, (n,), 0, 3)
+    return self.decode(params, stats, jnp.concatenate([jnp.eye(3)[colour], jnp.eye(3)[size]], 1))
+
+
+def test_conditional_generation_metric_end_to_end(tmp_path):
+  from conftest import tiny_mixing_config
+  from djax import evaluation
+  from djax.data import pipeline
+
+  c = tiny_mixing_config()
+  c.eval.classifier_dir = str(tmp_path / "clf")
+  c.eval.classifier_steps = 120
+  c.eval.classifier_batch_size = 64
+  c.eval.score_factor = "colour"
+  c.eval.num_generated = 90
+  source, _ = pipeline.load_split(c.data, "test")
+  res = evaluation.evaluate_representation(ColourSampler(), {}, {}, c, source,
+                                           metrics=["conditional_generation"])
+  r = res["conditional_generation"]
+  assert r["num_generated"] == 90 and r["accuracy"] == pytest.approx(2 / 3, abs=0.02)
+  assert r["per_class"]["2"] < 0.05 and r["per_class"]["0"] > 0.95
+  assert r["diversity"] > 0.05 and r["diversity_real"] > 0.05
+  assert r["diversity_ratio"] == pytest.approx(r["diversity"] / r["diversity_real"])
+  flat = evaluation.evaluate_representation(ColourSampler(one_size=True), {}, {}, c, source,
+                                            metrics=["conditional_generation"])
+  assert flat["conditional_generation"]["diversity"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_swap_success_against_reconstruction_labels_or_true_labels(tmp_path):

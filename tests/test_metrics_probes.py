@@ -91,3 +91,50 @@ def test_linear_probe_runs_to_convergence_quietly(data):
   with pytest.warns(ConvergenceWarning, match="did not converge in"):
     stuck = probes.linear_classifier_accuracy(codes[tr], fit, codes[te], score, max_iter=1)
   assert not all(stuck["converged"].values()) and max(stuck["iterations"].values()) <= 15
+
+
+def test_part_probe_on_posterior_samples_credits_only_what_survives_the_noise(tmp_path):
+  """A code whose z mean names the colour at 1 % of its posterior's spread: a probe on the
+  mean reads the colour from z, one on posterior samples cannot; s (deterministic) reads it
+  both ways."""
+  import jax
+  import jax.numpy as jnp
+  from conftest import tiny_mixing_config
+  from djax import evaluation
+  from djax.data import pipeline
+  from djax.methods import base
+
+  class TinySignal(base.Method):
+    def __init__(self):
+      pass
+
+    def code_parts(self):
+      return {"s": slice(0, 3), "z": slice(3, 6)}
+
+    def _colour(self, x):
+      fg = jnp.any(x < 0.9, axis=-1)
+      mean = (x * fg[..., None]).sum((1, 2)) / fg.sum((1, 2))[:, None]
+      return jax.nn.one_hot(jnp.argmax(mean, -1), 3)  # red, green or blue channel
+
+    def encode(self, params, stats, x):
+      c = self._colour(x)
+      return jnp.concatenate([c, 0.01 * c], -1)
+
+    def encode_sample(self, params, stats, rng, x):
+      code = self.encode(params, stats, x)
+      return code.at[:, 3:].add(jax.random.normal(rng, (x.shape[0], 3)))
+
+  c = tiny_mixing_config()
+  c.eval.factors = ("colour",)
+  c.eval.probe_split = "train"
+  source, _ = pipeline.load_split(c.data, "test")
+  res = evaluation.evaluate_representation(TinySignal(), {}, {}, c, source,
+                                           metrics=["part_probe", "part_probe_sampled"])
+  mean, sampled = res["part_probe"]["parts"], res["part_probe_sampled"]["parts"]
+  assert mean["s"]["accuracy"]["colour"] > 0.95 and sampled["s"]["accuracy"]["colour"] > 0.95
+  assert mean["z"]["accuracy"]["colour"] > 0.95
+  assert sampled["z"]["accuracy"]["colour"] < mean["z"]["majority"]["colour"] + 0.15
+  assert sampled["z"]["codes"] == "posterior samples"
+  with pytest.raises(ValueError, match="encode_sample"):
+    evaluation.check_metrics(type("NoSample", (base.Method,), {
+        "code_parts": lambda self: {}})(c), ["part_probe_sampled"])

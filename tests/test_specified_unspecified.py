@@ -286,6 +286,21 @@ def test_eval_images_gives_swap_generation_interpolation_reconstruction(tiny_set
   assert out["reconstruction"].shape == (2, 6, 16, 16, 3)
 
 
+def test_encode_sample_draws_z_from_the_posterior(tiny_setup):
+  config, batch, state = tiny_setup
+  m = su.SpecifiedUnspecified(config, axis_name=None)
+  rng = jax.random.PRNGKey(7)
+  got = np.asarray(m.encode_sample(state.params, state.batch_stats, rng, batch["image"]))
+  out, _ = m.encode_parts(state.params, state.batch_stats, batch["image"], False)
+  eps = np.asarray(jax.random.normal(rng, out["mu"].shape))
+  s_dim = m.code_parts()["s"].stop
+  np.testing.assert_array_equal(got[:, :s_dim], np.asarray(out["s"]))  # s is deterministic
+  np.testing.assert_allclose(got[:, s_dim:], np.asarray(out["mu"]) +
+                             np.exp(0.5 * np.asarray(out["logvar"])) * eps, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(m.encode(state.params, state.batch_stats,
+                                                    batch["image"]))[:, s_dim:], out["mu"])
+
+
 def test_triplets_share_and_differ_in_label():
   c = tiny_config()
   p = pipeline.get_dataset(c.data, "train", batch_size=32, num_devices=1, seed=0,

@@ -17,6 +17,10 @@ needs and a config asking for a metric the method cannot support fails before tr
 
 * ``decode(params, stats, code) -> inputs``                      capability ``"decode"``
 * ``sample(params, stats, rng, n, condition=None) -> inputs``    capability ``"sample"``
+* ``encode_sample(params, stats, rng, inputs) -> code [B, D]``: ``encode``'s layout with
+  every stochastic part drawn from its posterior (z ~ q(z | x)) instead of its mean: what
+  the decoder is given, where a probe on the mean also reads directions far below the
+  posterior's noise                                                  ``"encode_sample"``
 * ``code_parts() -> {name: slice}``: named parts of the code (chunks, s/z), used by
   retrieval per part, probes per part, swap grids and generation     ``"code_parts"``
 * ``attribute_units() -> {factor: unit}``                        ``"attribute_units"``
@@ -59,7 +63,7 @@ class TrainState:
   rng: jax.Array
 
 
-OPTIONAL = ("decode", "sample", "code_parts", "attribute_units", "eval_images", "stages")
+OPTIONAL = ("decode", "sample", "encode_sample", "code_parts", "attribute_units", "eval_images", "stages")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +101,7 @@ class Method:
   # -- optional: a subclass that defines one of these has the capability of that name
   decode: Callable | None = None
   sample: Callable | None = None
+  encode_sample: Callable | None = None
   code_parts: Callable | None = None
   attribute_units: Callable | None = None
   eval_images: Callable | None = None

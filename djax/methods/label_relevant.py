@@ -105,6 +105,30 @@ def unlabelled_likelihood_loss(z: jax.Array, mu: jax.Array, lam: jax.Array) -> j
           - 0.5 * jnp.sum(jnp.log(lam_t), axis=-1))
 
 
+def update_class_moments(moments: dict, z: jax.Array, labels: jax.Array, labelled: jax.Array,
+                         momentum: float, axis_name: str | None = None) -> dict:
+  """Running per-class mean and second moment of the encoded ẑ_s (no gradient), over the
+  labelled examples of the (global) batch; a class absent from the batch keeps its values.
+
+  Why: L_GM's Σ_c is set mostly by L_cls (λ_lkd = 0.1), not fitted to the codes, and ends
+  wider than each class's ẑ_s (see README); these moments are the Gaussian the codes
+  actually fill, for ``model.class_sampling='encoded'``."""
+  onehot = jax.nn.one_hot(jnp.maximum(labels, 0), moments["mean"].shape[0]) * labelled[:, None]
+  z = jax.lax.stop_gradient(z)
+  s0, s1, s2 = base.pmean((jnp.sum(onehot, 0), onehot.T @ z, onehot.T @ jnp.square(z)),
+                          axis_name)
+  seen = (s0 > 0)[:, None]
+  n = jnp.maximum(s0, 1e-12)[:, None]
+  ema = lambda old, new: jnp.where(seen, momentum * old + (1.0 - momentum) * new, old)
+  return {"mean": ema(moments["mean"], s1 / n), "second": ema(moments["second"], s2 / n)}
+
+
+def moment_gaussians(moments: dict, floor: float = 1e-6) -> tuple[jax.Array, jax.Array]:
+  """(mean, precision) of the per-class Gaussians the running moments describe."""
+  var = jnp.maximum(moments["second"] - jnp.square(moments["mean"]), floor)
+  return moments["mean"], 1.0 / var
+
+
 def sample_class_codes(eps: jax.Array, labels: jax.Array, mu: jax.Array,
                        lam: jax.Array) -> jax.Array:
   """z_s ~ N(μ_y, Σ_y) as the authors draw it: μ_y + ε / √Λ_y, ε ~ N(0, I)."""
@@ -265,6 +289,15 @@ class LabelRelevantVAE(base.Method):
     lo, hi = config.data.get("value_range", (-1.0, 1.0))
     fill = m.get("inpaint_fill", None)
     self.inpaint_fill = 0.5 * (lo + hi) if fill is None else float(fill)
+    # Which Gaussian class-conditional samples draw z_s from (evaluation only; training
+    # always draws x'_p from the mixture, Algorithm 1 line 20): 'mixture', N(μ_c, Σ_c) as
+    # §4.2 does, or 'encoded', the running moments of the training codes of class c.
+    self.class_sampling = m.get("class_sampling", "mixture")
+    if self.class_sampling not in ("mixture", "encoded"):
+      raise ValueError(f"model.class_sampling must be 'mixture' (the paper's N(mu_c, "
+                       f"Sigma_c)) or 'encoded' (the codes' running moments), not "
+                       f"{self.class_sampling!r}")
+    self.moment_momentum = float(m.get("moment_momentum", 0.99))
     self.loss = config.loss
     self.n_gm = int(config.loss.n_gm)
     self.gm_batches = config.loss.get("gm_batches", "split")
@@ -340,7 +373,9 @@ class LabelRelevantVAE(base.Method):
     params = {"es": {"encoder": v_es["params"], "gm": gm}, "eu": v_eu["params"],
               "cls": v_cls["params"], "g": v_g["params"], "d": v_d["params"]}
     stats = {"es": v_es.get("batch_stats", {}), "eu": v_eu.get("batch_stats", {}),
-             "cls": {}, "g": v_g.get("batch_stats", {}), "d": v_d["batch_stats"]}
+             "cls": {}, "g": v_g.get("batch_stats", {}), "d": v_d["batch_stats"],
+             "moments": {"mean": jnp.zeros((self.num_classes, self.zs_dim)),
+                         "second": jnp.ones((self.num_classes, self.zs_dim))}}
     return base.TrainState(
         step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats,
         opt_state={g: self.tx[g].init(params[g]) for g in self.groups}, rng=ks[6])
@@ -459,7 +494,9 @@ class LabelRelevantVAE(base.Method):
                "loss_adv_enc": l_e, "loss_d": l_d, "loss_gd": l_gd,
                "adv_accuracy": masked_mean(jnp.argmax(cls_logits, -1) == labels, labelled),
                "d_real": jnp.mean(real), "d_rec": jnp.mean(rec), "d_sampled": jnp.mean(samp)}
-    new_stats = {**stats, "es": s_es, "eu": s_eu, "g": s_g, "d": s_d}
+    moments = update_class_moments(stats["moments"], zs, labels, labelled,
+                                   self.moment_momentum, self.axis_name)
+    new_stats = {**stats, "es": s_es, "eu": s_eu, "g": s_g, "d": s_d, "moments": moments}
     return grads, metrics, new_stats
 
   def _split_batch(self, batch):
@@ -508,11 +545,24 @@ class LabelRelevantVAE(base.Method):
     (mean, _), _ = self.encode_u(params, stats, inputs)
     return jnp.concatenate([zs, mean], axis=-1)
 
+  def encode_sample(self, params, stats, rng: jax.Array, inputs: jax.Array) -> jax.Array:
+    """[ẑ_s, z_u] with z_u ~ q(z_u | x) (eval mode); ẑ_s is deterministic."""
+    zs = self.encode_s(params, stats, inputs)[0]
+    (mean, logvar), _ = self.encode_u(params, stats, inputs)
+    zu = mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape, mean.dtype)
+    return jnp.concatenate([zs, zu], axis=-1)
+
   def decode(self, params, stats, code: jax.Array) -> jax.Array:
     return self.decode_fn(params, stats, code[:, :self.zs_dim], code[:, self.zs_dim:])[0]
 
   def code_parts(self) -> dict[str, slice]:
     return {"z_s": slice(0, self.zs_dim), "z_u": slice(self.zs_dim, self.zs_dim + self.zu_dim)}
+
+  def sampling_gaussians(self, params, stats) -> tuple[jax.Array, jax.Array]:
+    """(mean, precision) per class of the Gaussians ``sample`` draws z_s from."""
+    if self.class_sampling == "encoded":
+      return moment_gaussians(stats["moments"])
+    return self.mixture(params)
 
   def classify(self, params, stats, inputs: jax.Array) -> jax.Array:
     """argmax_c q(c | ẑ_s): the mixture as a classifier."""
@@ -521,13 +571,14 @@ class LabelRelevantVAE(base.Method):
 
   def sample(self, params, stats, rng: jax.Array, n: int, condition=None) -> jax.Array:
     """n inputs of the classes ``condition`` (an int, or [n] ints; default 0, 1, …, C−1, 0, …):
-    z_s ~ N(μ_c, Σ_c), z_u ~ N(0, I), decoded (§4.2)."""
+    z_s ~ N(μ_c, Σ_c), z_u ~ N(0, I), decoded (§4.2); ``model.class_sampling='encoded'``
+    draws z_s from the codes' running per-class moments instead."""
     if condition is None:
       labels = jnp.arange(n) % self.num_classes
     else:
       labels = jnp.broadcast_to(jnp.asarray(condition, jnp.int32), (n,))
     k_s, k_u = jax.random.split(rng)
-    mu, lam = self.mixture(params)
+    mu, lam = self.sampling_gaussians(params, stats)
     zs = sample_class_codes(jax.random.normal(k_s, (n, self.zs_dim)), labels, mu, lam)
     zu = jax.random.normal(k_u, (n, self.zu_dim))
     return self.decode_fn(params, stats, zs, zu)[0]
@@ -550,7 +601,7 @@ class LabelRelevantVAE(base.Method):
     as Fig. 7)."""
     c = self.num_classes
     k_s, k_u = jax.random.split(jax.random.PRNGKey(0))
-    mu, lam = self.mixture(params)
+    mu, lam = self.sampling_gaussians(params, stats)
     labels = jnp.repeat(jnp.arange(c), n)
     zs = sample_class_codes(jax.random.normal(k_s, (c * n, self.zs_dim)), labels, mu, lam)
     zu = jnp.tile(jax.random.normal(k_u, (n, self.zu_dim)), (c, 1))

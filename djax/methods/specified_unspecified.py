@@ -476,6 +476,15 @@ class SpecifiedUnspecified(base.Method):
     out, _ = self.encode_parts(params, stats, images, False)
     return out["s"] if self.mode == "s_classifier" else jnp.concatenate([out["s"], out["mu"]], -1)
 
+  def encode_sample(self, params, stats, rng: jax.Array, images: jax.Array) -> jax.Array:
+    """[s, z] with z ~ q(z | x) = N(μ_z, σ_z²) (eval mode): the z the decoder is given."""
+    out, _ = self.encode_parts(params, stats, images, False)
+    if self.mode == "s_classifier":
+      return out["s"]
+    z = latents.reparameterise(out["mu"], out["logvar"],
+                               jax.random.normal(rng, out["mu"].shape, out["mu"].dtype))
+    return jnp.concatenate([out["s"], z], -1)
+
   def code_parts(self) -> dict[str, slice]:
     if self.mode == "s_classifier":
       return {"s": slice(0, self.s_dim)}

@@ -44,7 +44,7 @@ __all__ = ["VERSIONS", "swap_success", "flip_codes", "attribute_flip_success", "
            "ms_ssim", "intra_class_diversity", "MS_SSIM_WEIGHTS", "SMALL_IMAGES"]
 
 VERSIONS = {"swap_success": "1", "attribute_flip": "1", "inception_score": "2",
-            "classifier_score": "2", "ms_ssim_diversity": "2"}
+            "classifier_score": "2", "ms_ssim_diversity": "2", "conditional_generation": "1"}
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 SMALL_IMAGES = ("fewer_scales", "raise", "shrink_window")
@@ -60,6 +60,18 @@ def swap_success(pred_swapped, target, source) -> dict:
   n = int(valid.sum())
   rate = float(np.mean(pred_swapped[valid] == target[valid])) if n else float("nan")
   return {"success": rate, "num_pairs": n, "num_skipped": int((~valid).sum())}
+
+
+def conditional_accuracy(pred, condition) -> dict:
+  """Fraction of class-conditional samples a classifier gives their conditioning class,
+  overall and per conditioning class (Zheng & Sun's "generated samples of class c")."""
+  pred, condition = np.asarray(pred).reshape(-1), np.asarray(condition).reshape(-1)
+  if pred.shape != condition.shape:
+    raise ValueError(f"{pred.shape[0]} predictions for {condition.shape[0]} conditions")
+  hit = pred == condition
+  return {"accuracy": float(np.mean(hit)), "num_generated": int(hit.size),
+          "per_class": {str(int(c)): float(np.mean(hit[condition == c]))
+                        for c in np.unique(condition)}}
 
 
 def flip_codes(codes, unit: int, alpha: float = 40.0) -> np.ndarray:

@@ -159,6 +159,21 @@ def format_inception_score(r) -> str:
           f"{r['num_samples']} images ({r['generated_by']})")
 
 
+def conditional_generation_headline(r) -> dict:
+  return {"conditional/accuracy": r["accuracy"],
+          "conditional/diversity_ratio": r["diversity_ratio"]}
+
+
+def format_conditional_generation(r) -> str:
+  per = ", ".join(f"{k}: {_f(v)}" for k, v in r["per_class"].items())
+  return (f"Class-conditional samples ({r['num_generated']}, {r['sampling']}) classified as "
+          f"their class: {_f(r['accuracy'])} (per class {per}; classifier test accuracy "
+          f"{_f(r['classifier_test_accuracy'])})\n"
+          f"Intra-class diversity 1 - MS-SSIM by conditioning class: generated "
+          f"{_f(r['diversity'], 4)}, real {_f(r['diversity_real'], 4)}, ratio "
+          f"{_f(r['diversity_ratio'], 3)}")
+
+
 def format_ms_ssim_diversity(r) -> str:
   return (f"Intra-class diversity 1 - MS-SSIM (Zheng & Sun Table 2): {_f(r['diversity'], 4)} "
           f"({r['generated_by']}; classes = {r['grouped_by']} of '{r['factor']}')")
