@@ -249,11 +249,16 @@ def _part_probe(ctx: EvalContext):
   one encoding of the splits."""
   feats, facs, split = ctx.probe_split()
   names = list(ctx.config.eval.factors)
+  return _probe_each_part(ctx, feats, {k: facs[k] for k in names}, ctx.features, ctx.factors,
+                          {"fit_split": split})
+
+
+def _probe_each_part(ctx, fit, fit_factors, test, test_factors, extra: dict) -> dict:
   out = {}
-  for part, cols in base.code_part_columns(ctx.method, ctx.features.shape[1]).items():
-    r = probes.linear_classifier_accuracy(feats, {k: facs[k] for k in names}, ctx.features,
-                                          ctx.factors, dims=f"{cols[0]}:{cols[-1] + 1}")
-    out[part] = {**r, "fit_split": split}
+  for part, cols in base.code_part_columns(ctx.method, test.shape[1]).items():
+    r = probes.linear_classifier_accuracy(fit, fit_factors, test, test_factors,
+                                          dims=f"{cols[0]}:{cols[-1] + 1}")
+    out[part] = {**r, **extra}
   return {"parts": out}
 
 
@@ -269,12 +274,8 @@ def _part_probe_sampled(ctx: EvalContext):
                             sample_rng=jax.random.fold_in(key, 1))
   test, _ = encode_split(ctx.method, ctx.params, ctx.stats, ctx.source, ctx.config.data,
                          meta=ctx.split_meta(), sample_rng=jax.random.fold_in(key, 2))
-  out = {}
-  for part, cols in base.code_part_columns(ctx.method, test.shape[1]).items():
-    r = probes.linear_classifier_accuracy(fit, fit_f, test, ctx.eval_factors_with(names),
-                                          dims=f"{cols[0]}:{cols[-1] + 1}")
-    out[part] = {**r, "fit_split": split, "codes": "posterior samples"}
-  return {"parts": out}
+  return _probe_each_part(ctx, fit, fit_f, test, ctx.eval_factors_with(names),
+                          {"fit_split": split, "codes": "posterior samples"})
 
 
 def _linear_regression_mae(ctx: EvalContext, dims: str | None = None):
@@ -512,18 +513,12 @@ METRICS: dict[str, Metric] = {
     "part_probe": Metric(
         _part_probe, probes.VERSIONS["linear_probe"],
         "linear_probe on each code part (Mathieu: s should predict the label, z should not)",
-        lambda r: {f"part_probe[{p}]/{k}": v for p, pr in r["parts"].items()
-                   for k, v in pr["accuracy"].items()},
-        lambda r: "\n\n".join(f"code part {p}: " + S.format_linear_probe(pr)
-                               for p, pr in r["parts"].items()),
+        S.part_probe_headline("part_probe"), S.format_part_probe(""),
         requires=("code_parts",)),
     "part_probe_sampled": Metric(
         _part_probe_sampled, probes.VERSIONS["linear_probe"],
         "part_probe on posterior samples z ~ q(z | x) instead of the mean",
-        lambda r: {f"part_probe_sampled[{p}]/{k}": v for p, pr in r["parts"].items()
-                   for k, v in pr["accuracy"].items()},
-        lambda r: "\n\n".join(f"code part {p}, posterior samples: " + S.format_linear_probe(pr)
-                               for p, pr in r["parts"].items()),
+        S.part_probe_headline("part_probe_sampled"), S.format_part_probe(", posterior samples"),
         requires=("code_parts", "encode_sample")),
     "linear_regression_mae": Metric(
         _linear_regression_mae, probes.VERSIONS["linear_regression_mae"],

@@ -182,19 +182,26 @@ class ShapesOracle(base.Method):
     return jnp.where(inside[..., None], jnp.asarray(self.palette)[colour][:, None, None], bg)
 
 
-def test_swap_success_end_to_end_with_a_trained_classifier(tmp_path, monkeypatch):
+def _shapes_eval(tmp_path):
+  """The tiny_shapes config with a quickly trained, cached dataset classifier, and its test
+  split."""
   from conftest import tiny_mixing_config
-  from djax import evaluation
   from djax.data import pipeline
-  from djax.metrics import classifier
 
   c = tiny_mixing_config()
   c.eval.classifier_dir = str(tmp_path / "clf")
   c.eval.classifier_steps = 120
   c.eval.classifier_batch_size = 64
+  return c, pipeline.load_split(c.data, "test")[0]
+
+
+def test_swap_success_end_to_end_with_a_trained_classifier(tmp_path, monkeypatch):
+  from djax import evaluation
+  from djax.metrics import classifier
+
+  c, source = _shapes_eval(tmp_path)
   c.eval.num_generated = 60
   c.eval.attribute_units = {"colour": 0}  # the 'red' unit of the one-hot colour
-  source, _ = pipeline.load_split(c.data, "test")
   res = evaluation.evaluate_representation(
       ShapesOracle(), {}, {}, c, source,
       metrics=["swap_success", "classifier_score", "ms_ssim_diversity", "attribute_flip"])
@@ -241,17 +248,11 @@ class ColourSampler(ShapesOracle):
 
 
 def test_conditional_generation_metric_end_to_end(tmp_path):
-  from conftest import tiny_mixing_config
   from djax import evaluation
-  from djax.data import pipeline
 
-  c = tiny_mixing_config()
-  c.eval.classifier_dir = str(tmp_path / "clf")
-  c.eval.classifier_steps = 120
-  c.eval.classifier_batch_size = 64
+  c, source = _shapes_eval(tmp_path)
   c.eval.score_factor = "colour"
   c.eval.num_generated = 90
-  source, _ = pipeline.load_split(c.data, "test")
   res = evaluation.evaluate_representation(ColourSampler(), {}, {}, c, source,
                                            metrics=["conditional_generation"])
   r = res["conditional_generation"]
@@ -265,16 +266,10 @@ def test_conditional_generation_metric_end_to_end(tmp_path):
 
 
 def test_swap_success_against_reconstruction_labels_or_true_labels(tmp_path):
-  from conftest import tiny_mixing_config
   from djax import evaluation
-  from djax.data import pipeline
 
-  c = tiny_mixing_config()
-  c.eval.classifier_dir = str(tmp_path / "clf")
-  c.eval.classifier_steps = 120
-  c.eval.classifier_batch_size = 64
+  c, source = _shapes_eval(tmp_path)
   c.eval.swap_dims = "0:3"
-  source, _ = pipeline.load_split(c.data, "test")
   colour = lambda res: res["swap_success"]["best"]["colour"]
   authors = evaluation.evaluate_representation(ShiftedColourOracle(), {}, {}, c, source,
                                                metrics=["swap_success"])

@@ -159,6 +159,16 @@ def format_inception_score(r) -> str:
           f"{r['num_samples']} images ({r['generated_by']})")
 
 
+def part_probe_headline(name: str) -> Callable[[Mapping], dict]:
+  return lambda r: {f"{name}[{p}]/{k}": v for p, pr in r["parts"].items()
+                    for k, v in pr["accuracy"].items()}
+
+
+def format_part_probe(note: str) -> Callable[[Mapping], str]:
+  return lambda r: "\n\n".join(f"code part {p}{note}: " + format_linear_probe(pr)
+                                 for p, pr in r["parts"].items())
+
+
 def conditional_generation_headline(r) -> dict:
   return {"conditional/accuracy": r["accuracy"],
           "conditional/diversity_ratio": r["diversity_ratio"]}
