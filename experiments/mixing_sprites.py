@@ -105,7 +105,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       c.eval.track_every = 400
       if v == "medium":
         # :small's networks and data trained ~1 hour on 2 CPU cores (the budget):
-        # 25,000 steps, retrieval mAP tracked every 2,500 (measured: README).
+        # 25,000 steps, retrieval mAP tracked every 2,500. Measured (68 min, README): best-chunk
+        # mAP 0.426 untrained -> 0.581 at 10k -> 0.594 at 25k (flat from 12.5k).
         c.train.steps = 25_000
         c.train.save_every = 2500
         c.train.eval_every = 5000
