@@ -346,7 +346,10 @@ def test_tiny_run_end_to_end(tmp_path):
     ev = json.load(f)
   head = ev["headline"]
   assert {"part_probe[s]/colour", "part_probe[z]/colour"} <= set(head)
-  assert 0.0 <= head["part_probe[s]/colour"] <= 1.0
+  parts = ev["results"]["part_probe"]["parts"]
+  assert head["part_probe[s]/colour"] == parts["s"]["accuracy"]["colour"]
+  assert head["part_probe_sampled[z]/colour"] == (
+      ev["results"]["part_probe_sampled"]["parts"]["z"]["accuracy"]["colour"])
   pngs = os.listdir(os.path.join(w, "samples"))
   for name in ("swap", "generation", "interpolation", "reconstruction"):
     assert any(p.startswith(name) for p in pngs), (name, pngs)
