@@ -100,6 +100,21 @@ def lecun_normal_(weight: torch.Tensor, fan_in: int) -> torch.Tensor:
   return nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
 
 
+@torch.no_grad()
+def flax_init_(modules) -> None:
+  """flax's defaults on torch layers: LeCun-normal (truncated, fan-in) kernels of every conv,
+  transposed conv and dense layer, zero biases; other modules are left as they are."""
+  for mod in modules:
+    if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
+      lecun_normal_(mod.weight, mod.in_channels * math.prod(mod.kernel_size))
+    elif isinstance(mod, nn.Linear):
+      lecun_normal_(mod.weight, mod.in_features)
+    else:
+      continue
+    if mod.bias is not None:
+      mod.bias.zero_()
+
+
 # ----------------------------------------------------------------------------- layers
 
 class ToMap(nn.Module):
@@ -235,17 +250,7 @@ class SpecNet(nn.Sequential):
   @torch.no_grad()
   def reset_parameters(self):
     """flax's initialisation: LeCun-normal kernels (fan-in), zero biases, unit norm scales."""
-    for mod in self.children():
-      if isinstance(mod, nn.Conv2d):
-        lecun_normal_(mod.weight, mod.in_channels * math.prod(mod.kernel_size))
-      elif isinstance(mod, nn.ConvTranspose2d):
-        lecun_normal_(mod.weight, mod.in_channels * math.prod(mod.kernel_size))
-      elif isinstance(mod, nn.Linear):
-        lecun_normal_(mod.weight, mod.in_features)
-      else:
-        continue
-      if mod.bias is not None:
-        mod.bias.zero_()
+    flax_init_(self.children())
 
 
 def count_params(module: nn.Module) -> int:
@@ -629,14 +634,7 @@ class TorchGenerator(nn.Module):
 def reset_karras_parameters(net: nn.Module) -> None:
   """flax's initialisation of the Karras networks: LeCun-normal (truncated, fan-in) kernels
   of every conv and dense layer, zero biases."""
-  for mod in net.modules():
-    if isinstance(mod, nn.Conv2d):
-      lecun_normal_(mod.weight, mod.in_channels * math.prod(mod.kernel_size))
-    elif isinstance(mod, nn.Linear):
-      lecun_normal_(mod.weight, mod.in_features)
-    else:
-      continue
-    mod.bias.zero_()
+  flax_init_(net.modules())
 
 
 @torch.no_grad()

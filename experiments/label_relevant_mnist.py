@@ -56,6 +56,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.num_classes = 10
+  # Where class-conditional samples draw z_s from: 'mixture', §4.2's N(μ_c, Σ_c), or
+  # 'encoded', the running per-class moments of the training codes (not the paper's; README).
+  c.model.class_sampling = "mixture"
   c.model.zs_dim = 32
   c.model.zu_dim = 100
   c.model.encoder_s_spec = "c32k4s2-c64k4s2-f256-f"

@@ -33,6 +33,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.num_classes = 3
+  # Where class-conditional samples draw z_s from: 'mixture', §4.2's N(μ_c, Σ_c), or
+  # 'encoded', the running per-class moments of the training codes (not the paper's; README).
+  c.model.class_sampling = "mixture"
   # The paper does not give the toy's code sizes; the data is 2-D: one z_s and one z_u
   # dimension would do, two each leave room.
   c.model.zs_dim = 2

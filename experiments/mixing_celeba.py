@@ -9,10 +9,13 @@ split and scored on the test split (djax's ``linear_probe``), for Table 3's 12 a
 Everything not set here is the Sprites recipe (``mixing_sprites.py``).
 """
 
-import importlib.util
 import os
+import sys
 
 import ml_collections
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mixing_sprites  # noqa: E402  (the Sprites recipe these configs derive from)
 
 # Table 3's columns (Eyebr., Attr., Bangs, Black, Blond, Makeup, Male, Mouth, Beard, Wavy,
 # Hat, Lips) as CelebA names them; "Beard" is CelebA's No_Beard, its only beard attribute.
@@ -21,16 +24,9 @@ TABLE3_ATTRIBUTES = ("Arched_Eyebrows", "Attractive", "Bangs", "Black_Hair", "Bl
                      "Wearing_Hat", "Wearing_Lipstick")
 
 
-def _sprites():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mixing_sprites.py")
-  spec = importlib.util.spec_from_file_location("mixing_sprites_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-  c = _sprites()  # Table 1's CelebA (DCGAN) networks are the Sprites ones, 64x64
+  # Table 1's CelebA (DCGAN) networks are the Sprites ones, 64x64.
+  c = mixing_sprites.get_config()
   c.data.name = "celeb_a"
   c.data.image_size = 64  # the aligned 218x178 images, centre-cropped and area-resized
   c.data.channels = 3

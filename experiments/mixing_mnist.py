@@ -9,22 +9,17 @@ protocol) and writes one transfer grid per chunk. Everything not set here is the
 recipe (``mixing_sprites.py``: optimisers, losses, norms, the authors' code's choices).
 """
 
-import importlib.util
 import os
+import sys
 
 import ml_collections
 
-
-def _sprites():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mixing_sprites.py")
-  spec = importlib.util.spec_from_file_location("mixing_sprites_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mixing_sprites  # noqa: E402  (the Sprites recipe these configs derive from)
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-  c = _sprites()
+  c = mixing_sprites.get_config()
   c.data.name = "mnist"  # tfds mnist: 60,000 / 10,000
   # 28x28 zero-padded to 32x32: Table 1's MNIST decoder (d512k4-d256k4s2-d128k4s2-d3k2)
   # gives 32x32 in the stride-2 reading of its last layer, the reading the Sprites decoder
