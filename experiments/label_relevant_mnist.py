@@ -75,6 +75,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.loss.n_gm = N_GM
   c.loss.gm_batches = "split"
   c.loss.lambda_lkd = 0.1
+  # §3.6: with data.labelled_fraction the unlabelled examples are of the known classes, so
+  # their z_s follows eq. 6's mixture ('mixture'); 'total' is eq. 11's Gaussian, which the
+  # paper keeps for unlabelled data of unseen classes (its CASIA identities).
+  c.loss.unlabelled_prior = "mixture"
   set_loss_weights(c, variant, 28 * 28 * 1, c.model.zu_dim)
 
   c.optim = ml_collections.ConfigDict()

@@ -58,6 +58,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.loss.n_gm = N_GM
   c.loss.gm_batches = "split"  # each GM step and the main update get their own 96 points
   c.loss.lambda_lkd = 0.1  # in L_GM (eq. 9)
+  # §3.6: with data.labelled_fraction the unlabelled examples are of the known classes, so
+  # their z_s follows eq. 6's mixture ('mixture'); 'total' is eq. 11's Gaussian, which the
+  # paper keeps for unlabelled data of unseen classes (its CASIA identities).
+  c.loss.unlabelled_prior = "mixture"
   # Algorithm 1 lines 24-27, with §4.2's λ_kl = 10 / N_pixel and λ_rec = 1 / N_zu on the
   # paper's L_rec = ½||x − x'||² (summed) and L_kl (summed over z_u).
   c.loss.lkd_weight = 0.1  # line 24: λ_lkd L_lkd
@@ -84,6 +88,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # a pass of n_gm + 1 batches of 96).
   c.optim.precision_decay = 0.01
   c.optim.precision_decay_steps = 2 * TRAIN_SIZE // ((N_GM + 1) * BATCH)
+  c.optim.precision_lr_scale = 1.0  # x Σ_c's learning rate before the decay (1: B.4's)
 
   c.train.batch_size = (N_GM + 1) * BATCH
   # §4.1 trains 50 epochs, 1,171 iterations here: measured, the samples are still too

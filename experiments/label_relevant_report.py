@@ -2,6 +2,7 @@
 
     python experiments/label_relevant_report.py runs/moons_paper          # three moons
     python experiments/label_relevant_report.py runs/mnist --n 100        # images
+    python experiments/label_relevant_report.py runs/mnist --n 100 --class_sampling=encoded
 
 Reads the run's config.json and latest checkpoint. Three moons: the class-conditional
 numbers (djax.toy_points), where the encoded z_s of each class lies against the mixture's
@@ -27,14 +28,22 @@ from djax.data import pipeline  # noqa: E402
 from djax.methods import label_relevant  # noqa: E402
 
 
-def load(workdir):
+def load(workdir, class_sampling=None):
   config = ml_collections.ConfigDict(json.load(open(os.path.join(workdir, "config.json"))))
+  if class_sampling:  # evaluation only: the same checkpoint, another sampler of z_s
+    config.model.class_sampling = class_sampling
   method = methods.create(config, axis_name=None)
   data = pipeline.get_dataset(config.data, "train", batch_size=config.train.batch_size,
                               num_devices=1, seed=config.seed)
   like = train.create_state(method, config, data)
   state = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints")).restore(like)[0]
   return config, method, state
+
+
+def _name(stem, config):
+  """points.png / class_samples.png under the paper's sampler, STEM_encoded.png else."""
+  sampling = config.model.get("class_sampling", "mixture")
+  return f"{stem}.png" if sampling == "mixture" else f"{stem}_{sampling}.png"
 
 
 def points_report(config, method, state, workdir, n):
@@ -55,7 +64,7 @@ def points_report(config, method, state, workdir, n):
           f"{np.round(1 / np.sqrt(lam[k]), 3)}")
   acc = np.mean(np.asarray(method.classify(state.params, state.batch_stats, jnp.asarray(x))) == y)
   print(f"mixture classifier accuracy on test: {acc:.4f}")
-  path = toy_points.save_scatter(os.path.join(workdir, "points.png"),
+  path = toy_points.save_scatter(os.path.join(workdir, _name("points", config)),
                                  [(x, y), (gen[:len(x)], labels[:len(x)])])
   print("wrote", path)
   return r
@@ -85,7 +94,7 @@ def image_report(config, method, state, workdir, n):
         f"{d_gen['diversity'] / d_real['diversity']:.3f})")
   grid = gen[:10 * method.num_classes].reshape(10, method.num_classes, *gen.shape[1:])
   grid = np.swapaxes(grid, 0, 1)
-  path = viz.save_grid(os.path.join(workdir, "class_samples.png"), grid,
+  path = viz.save_grid(os.path.join(workdir, _name("class_samples", config)), grid,
                        tuple(config.data.value_range))
   print("wrote", path)
 
@@ -94,8 +103,10 @@ def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("workdir")
   ap.add_argument("--n", type=int, default=3000, help="points in all / images per class")
+  ap.add_argument("--class_sampling", choices=("mixture", "encoded"), default=None,
+                  help="z_s of class-conditional samples (default: the run's config)")
   a = ap.parse_args()
-  config, method, state = load(a.workdir)
+  config, method, state = load(a.workdir, a.class_sampling)
   assert isinstance(method, label_relevant.LabelRelevantVAE)
   print(f"{a.workdir}: step {int(state.step)}")
   if config.data.get("input_key", "image") == "point":

@@ -67,6 +67,13 @@ def test_gm_losses_match_the_authors_formulas():
   want_u = 0.5 * np.sum(np.asarray(lam_t) * (z - mu.mean(0)) ** 2, 1) - 0.5 * np.sum(
       np.log(np.asarray(lam_t)))
   np.testing.assert_allclose(lr.unlabelled_likelihood_loss(z, mu, lam_j), want_u, rtol=1e-4)
+  # §3.6, an unlabelled example of a known class: −log Σ_c (1/C) N(z; μ_c, Λ_c⁻¹), less the
+  # same (d/2) log 2π.
+  dens = np.exp(-dist) * np.sqrt(np.prod(lam, axis=1))[None]
+  np.testing.assert_allclose(lr.mixture_likelihood_loss(z, mu, lam_j),
+                             -np.log(dens.mean(1)), rtol=1e-5)
+  assert lr.UNLABELLED_PRIORS["mixture"] is lr.mixture_likelihood_loss
+  assert lr.UNLABELLED_PRIORS["total"] is lr.unlabelled_likelihood_loss
   # Class-c samples z_s = μ_c + ε / √Λ_c.
   eps = rng.normal(size=(b, d))
   np.testing.assert_allclose(lr.sample_class_codes(eps, y, mu, lam_j),
@@ -95,9 +102,10 @@ def test_other_losses_match_direct_computation():
                              rtol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def tiny():
+@pytest.fixture(scope="module", params=["mixture", "total"])
+def tiny(request):
   c = _moons_config()
+  c.loss.unlabelled_prior = request.param  # §3.6: unlabelled of known / of unseen classes
   c.loss.rec_weight_es, c.loss.rec_weight_eu, c.loss.rec_weight_g = 0.7, 0.3, 1.3
   c.loss.kl_weight, c.loss.lkd_weight, c.loss.adv_weight, c.loss.gan_weight = 2.0, 0.4, 0.9, 1.1
   method = lr.LabelRelevantVAE(c, axis_name=None)
@@ -128,8 +136,9 @@ def _terms(m, params, stats, x, labels, labelled, keys):
                           jnp.concatenate([cond] * 3), True)[0]
   cls = m.adversary.apply({"params": params["cls"]}, zu, train=True)
   y0 = jnp.maximum(labels, 0)
+  unlabelled = {"mixture": lr.mixture_likelihood_loss, "total": lr.unlabelled_likelihood_loss}
   lkd = jnp.where(labelled, lr.gm_likelihood_loss(zs, y0, mu, lam),
-                  lr.unlabelled_likelihood_loss(zs, mu, lam))
+                  unlabelled[m.config.loss.unlabelled_prior](zs, mu, lam))
   return {"rec": jnp.mean(lr.reconstruction_loss(x_f, x)), "lkd": jnp.mean(lkd),
           "kl": jnp.mean(lr.kl_loss(mean, logvar)),
           "d": lr.hinge_discriminator_loss(logits[:b], logits[b:2 * b], logits[2 * b:]),
@@ -221,6 +230,10 @@ def test_class_moments_follow_the_labelled_codes_and_feed_encoded_sampling(tiny)
                              direct, rtol=1e-5, atol=1e-6)
   c.model.class_sampling = "moments"
   with pytest.raises(ValueError, match="class_sampling"):
+    lr.LabelRelevantVAE(c, axis_name=None)
+  c.model.class_sampling = "encoded"
+  c.loss.unlabelled_prior = "uniform"
+  with pytest.raises(ValueError, match="unlabelled_prior must be 'mixture'.*'total'"):
     lr.LabelRelevantVAE(c, axis_name=None)
 
 

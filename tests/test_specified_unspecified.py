@@ -354,3 +354,17 @@ def test_tiny_run_end_to_end(tmp_path):
   for name in ("swap", "generation", "interpolation", "reconstruction"):
     assert any(p.startswith(name) for p in pngs), (name, pngs)
   assert summary["end_step"] == 3
+
+
+def test_sprites_kl20_is_small_with_twenty_times_the_authors_kl():
+  path = os.path.join(os.path.dirname(__file__), "..", "experiments", "mathieu_sprites.py")
+  spec = importlib.util.spec_from_file_location("mathieu_sprites_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  small, kl20 = module.get_config("small").to_dict(), module.get_config("small_kl20").to_dict()
+  np.testing.assert_allclose(small["loss"]["lambda_kl"], 0.1 * 6 / (3 * 32 * 32))
+  np.testing.assert_allclose(kl20["loss"]["lambda_kl"], 20 * small["loss"]["lambda_kl"])
+  kl20["loss"]["lambda_kl"] = small["loss"]["lambda_kl"]
+  assert kl20 == small  # nothing else differs
+  with pytest.raises(ValueError, match="small_kl20"):
+    module.get_config("kl20")

@@ -24,9 +24,10 @@ Network groups, one optax state each (Algorithm 1):
 * ``g``   the decoder: L_rec + L_GD^adv (line 27);
 * ``d``   the discriminator: L_D^adv (line 28).
 
-Semi-supervised (§3.6, eq. 11): examples whose ``label_mask`` is False (or label −1) skip
-L_GM, L_C^adv and L_E^adv, and their L_lkd is taken under the mixture's total Gaussian
-N(μ_t, Σ_t); the discriminator conditions them on the mixture's own prediction argmax_c q(c|ẑ_s).
+Semi-supervised (§3.6): examples whose ``label_mask`` is False (or label −1) skip L_GM,
+L_C^adv and L_E^adv; their L_lkd is taken under the mixture of eq. 6 (``loss.unlabelled_prior
+= 'mixture'``, unlabelled examples of the known classes) or under eq. 11's total Gaussian
+N(μ_t, Σ_t) (``'total'``, examples of unseen classes); the discriminator conditions them on the mixture's own prediction argmax_c q(c|ẑ_s).
 
 Inpainting (§4.5): ``inpaint`` encodes a corrupted image with both encoders (no label),
 decodes, and keeps the known pixels: x^inp = M ⊙ x' + (1 − M) ⊙ x; ``eval_images`` shows it
@@ -103,6 +104,17 @@ def unlabelled_likelihood_loss(z: jax.Array, mu: jax.Array, lam: jax.Array) -> j
   mu_t, lam_t = total_gaussian(mu, lam)
   return (0.5 * jnp.sum(lam_t * jnp.square(z - mu_t), axis=-1)
           - 0.5 * jnp.sum(jnp.log(lam_t), axis=-1))
+
+
+def mixture_likelihood_loss(z: jax.Array, mu: jax.Array, lam: jax.Array) -> jax.Array:
+  """§3.6, unlabelled example of a known class: ẑ_s "follows the same Gaussian mixture
+  distribution as in Eq. 6", so L_lkd = −log Σ_c p(c) N(ẑ_s; μ_c, Σ_c) (+ const.), p(c) = 1/C.
+  Its gradient pulls the code towards the classes' means in proportion to q(c | ẑ_s)."""
+  logp = class_log_density(z, mu, lam)
+  return -(jax.nn.logsumexp(logp, axis=-1) - jnp.log(logp.shape[-1]))
+
+
+UNLABELLED_PRIORS = {"mixture": mixture_likelihood_loss, "total": unlabelled_likelihood_loss}
 
 
 def update_class_moments(moments: dict, z: jax.Array, labels: jax.Array, labelled: jax.Array,
@@ -300,6 +312,14 @@ class LabelRelevantVAE(base.Method):
     self.moment_momentum = float(m.get("moment_momentum", 0.99))
     self.loss = config.loss
     self.n_gm = int(config.loss.n_gm)
+    # §3.6: an unlabelled example whose class is one of the C ("in the predefined range",
+    # as with data.labelled_fraction) follows the mixture of eq. 6, 'mixture'; one of an
+    # unseen class (the paper's CASIA identities) eq. 11's total Gaussian, 'total'.
+    self.unlabelled_prior = config.loss.get("unlabelled_prior", "mixture")
+    if self.unlabelled_prior not in UNLABELLED_PRIORS:
+      raise ValueError(f"loss.unlabelled_prior must be 'mixture' (unlabelled examples of the "
+                       f"known classes) or 'total' (of unseen classes, eq. 11), not "
+                       f"{self.unlabelled_prior!r}")
     self.gm_batches = config.loss.get("gm_batches", "split")
     if self.gm_batches not in ("split", "same"):
       raise ValueError(f"loss.gm_batches must be 'split' or 'same', not {self.gm_batches!r}")
@@ -475,7 +495,7 @@ class LabelRelevantVAE(base.Method):
 
     def lkd(z):
       per = jnp.where(labelled, gm_likelihood_loss(z, jnp.maximum(labels, 0), mu, lam),
-                      unlabelled_likelihood_loss(z, mu, lam))
+                      UNLABELLED_PRIORS[self.unlabelled_prior](z, mu, lam))
       return jnp.mean(per)
     l_lkd, g_zs_lkd = jax.value_and_grad(lkd)(zs)
     l_kl, (g_mean_kl, g_logvar_kl) = jax.value_and_grad(
