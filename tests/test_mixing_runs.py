@@ -223,7 +223,9 @@ def test_table2_rows_through_one_command(tmp_path, monkeypatch):
   row = next(line for line in md.splitlines() if line.startswith("| MIX + C + G |"))
   got = out["results"]["mix_c_g"]["rows"][-1]["eval"]
   assert f"{got['headline']['nn_map/average']:.3f} (0.70)" in row  # beside the paper's
-  assert f"| {got['untrained']['headline']['nn_map/average']:.3f} | 0.500 | 2 |" in row
+  m = out["results"]["mix_c_g"]["rows"][-1]["metrics"]
+  assert (f"| {got['untrained']['headline']['nn_map/average']:.3f} | 0.500 | 2 | "
+          f"{m['d_real']:.2f} / {m['d_fake']:.2f} | {m['mask_accuracy']:.2f} |") in row
   assert "| AE |" in md
 
   # Every row's label, from results shaped like run_variants' (no training needed).
@@ -232,6 +234,22 @@ def test_table2_rows_through_one_command(tmp_path, monkeypatch):
   md = mixing.table2(c, fake)
   for label in ("AE", "AE+C+G", "MIX", "MIX + C", "MIX + G", "MIX + C + G"):
     assert f"| {label} |" in md
+
+
+def test_balance_rows_each_turn_on_one_option():
+  from djax import stages
+  module = load_experiment("mixing_sprites_balance")
+  c = module.get_config()
+  base = stages.variant_config(c, "base").to_dict()
+  assert base == {k: v for k, v in c.to_dict().items() if k != "variants"}
+  changed = {}
+  for name in c.variants:
+    v = stages.variant_config(c, name)
+    changed[name] = (v.model.discriminator_spectral_norm, v.loss.r1_gamma,
+                     v.optim.dsc.learning_rate, v.optim.ae.learning_rate)
+  assert changed == {"base": (False, 0.0, 2e-4, 2e-4), "spectral_norm": (True, 0.0, 2e-4, 2e-4),
+                     "r1": (False, 10.0, 2e-4, 2e-4), "slow_d": (False, 0.0, 5e-5, 2e-4)}
+  assert c.train.steps == load_experiment("mixing_sprites").get_config("small").train.steps
 
 
 # ----------------------------------------------------------------------------- MNIST, CelebA

@@ -129,9 +129,11 @@ def _cell(v) -> str:
 
 def table2(config, results) -> str:
   """Markdown: one row per variant, each attribute's best-chunk mAP as "djax (paper)", the
-  average of the same evaluation on the variant's initial parameters, and seconds per step."""
+  average of the same evaluation on the variant's initial parameters, seconds per step, and
+  the last logged d_real / d_fake and mask accuracy."""
   factors = [f for f in TABLE2_FACTORS if f in tuple(config.eval.factors)]
-  head = ["row", *factors, "average", "untrained average", "s/step", "steps"]
+  head = ["row", *factors, "average", "untrained average", "s/step", "steps",
+          "d_real / d_fake", "mask accuracy"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for name, r in results.items():
     last = r["rows"][-1]
@@ -145,8 +147,13 @@ def table2(config, results) -> str:
       cells.append(f"{ours} ({paper[k]:.2f})" if k in paper else ours)
     untrained = (ev.get("untrained") or {}).get("headline", {}).get("nn_map/average")
     sps = r.get("cost", {}).get("seconds_per_step")
+    # The last logged training scalars: whether the GAN was balanced when the run ended.
+    m = last.get("metrics") or {}
+    d = (f"{m['d_real']:.2f} / {m['d_fake']:.2f}" if "d_real" in m and "d_fake" in m
+         else "–")
+    acc = f"{m['mask_accuracy']:.2f}" if "mask_accuracy" in m else "–"
     lines.append(f"| {label or name} | " + " | ".join(cells) + f" | {_cell(untrained)} | "
-                 f"{_cell(sps)} | {ev.get('step', '–')} |")
+                 f"{_cell(sps)} | {ev.get('step', '–')} | {d} | {acc} |")
   return ("Nearest-neighbour retrieval mAP on Sprites, best chunk per attribute: djax "
           "(Hu et al. 2018 Table 2 in brackets, 0.70 average for the full model).\n\n"
           + "\n".join(lines) + "\n")
