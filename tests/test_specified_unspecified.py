@@ -356,7 +356,7 @@ def test_tiny_run_end_to_end(tmp_path):
   assert summary["end_step"] == 3
 
 
-def test_sprites_kl20_is_small_with_twenty_times_the_authors_kl():
+def test_sprites_kl_variants_are_small_with_the_authors_kl_multiplied():
   path = os.path.join(os.path.dirname(__file__), "..", "experiments", "mathieu_sprites.py")
   spec = importlib.util.spec_from_file_location("mathieu_sprites_config", path)
   module = importlib.util.module_from_spec(spec)
@@ -366,5 +366,9 @@ def test_sprites_kl20_is_small_with_twenty_times_the_authors_kl():
   np.testing.assert_allclose(kl20["loss"]["lambda_kl"], 20 * small["loss"]["lambda_kl"])
   kl20["loss"]["lambda_kl"] = small["loss"]["lambda_kl"]
   assert kl20 == small  # nothing else differs
+  kl3 = module.get_config("small_kl3").to_dict()
+  np.testing.assert_allclose(kl3["loss"]["lambda_kl"], 3 * small["loss"]["lambda_kl"])
+  kl3["loss"]["lambda_kl"] = small["loss"]["lambda_kl"]
+  assert kl3 == small
   with pytest.raises(ValueError, match="small_kl20"):
     module.get_config("kl20")

@@ -27,7 +27,8 @@ Network groups, one optax state each (Algorithm 1):
 Semi-supervised (§3.6): examples whose ``label_mask`` is False (or label −1) skip L_GM,
 L_C^adv and L_E^adv; their L_lkd is taken under the mixture of eq. 6 (``loss.unlabelled_prior
 = 'mixture'``, unlabelled examples of the known classes) or under eq. 11's total Gaussian
-N(μ_t, Σ_t) (``'total'``, examples of unseen classes); the discriminator conditions them on the mixture's own prediction argmax_c q(c|ẑ_s).
+N(μ_t, Σ_t) (``'total'``, examples of unseen classes); the discriminator conditions them on
+the mixture's own prediction argmax_c q(c|ẑ_s).
 
 Inpainting (§4.5): ``inpaint`` encodes a corrupted image with both encoders (no label),
 decodes, and keeps the known pixels: x^inp = M ⊙ x' + (1 − M) ⊙ x; ``eval_images`` shows it
