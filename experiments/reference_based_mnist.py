@@ -106,6 +106,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.loss.likelihood_scale = 0.01  # §5.2: Laplace λ = 0.01
   c.loss.lambda_rec = 1.0  # choice: Fig. 3 (c)-(d) added with weight 1, the ELBO's own
   c.loss.lambda_latent = 1.0  # choice: Fig. 3 (e)-(f), weight 1
+  # 0: the paper (eq. (6) alone stands for KL(q || p)); > 0 adds eq. (3)'s KL terms, weighted.
+  c.loss.lambda_kl = 0.0
   c.loss.beta = 10.0  # β-VAE / β-TCVAE; swept over [1, 50] by the table (§5.3)
   c.loss.alpha = 1.0  # β-TCVAE: Chen et al. §4 keep α = γ = 1
   c.loss.gamma = 1.0

@@ -396,3 +396,21 @@ def test_eval_images_show_masked_inpainted_original_per_pattern():
     np.testing.assert_allclose(g[:, 0], r["corrupted"], atol=1e-6)
     np.testing.assert_allclose(g[:, 1], r["inpainted"], atol=1e-6)
     np.testing.assert_array_equal(g[:, 2], np.asarray(x[:4]))
+
+
+def test_moons_code_zs1_is_the_code_weights_with_one_zs_axis():
+  flat = lambda c: dict(_flatten(c.to_dict()))
+  code, one = flat(_moons_config("code")), flat(_moons_config("code_zs1"))
+  assert {k for k in code if code[k] != one.get(k)} == {"model.zs_dim"}
+  assert one["model.zs_dim"] == 1 and code["model.zs_dim"] == 2
+  assert flat(_moons_config())["loss.lkd_weight"] != one["loss.lkd_weight"]
+  with pytest.raises(ValueError, match="code_zs1"):
+    _moons_config("zs1")
+
+
+def _flatten(d, prefix=""):
+  for k, v in d.items():
+    if isinstance(v, dict):
+      yield from _flatten(v, f"{prefix}{k}.")
+    else:
+      yield f"{prefix}{k}", v

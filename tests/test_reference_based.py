@@ -127,6 +127,23 @@ def test_srb_vae_gradient_routing():
     assert any(jax.tree_util.tree_leaves(changed)), group
 
 
+def test_srb_vae_explicit_kl_adds_eq_3s_kl_terms():
+  batch = _batch()
+  x, xr = batch["image"], batch["image_ref"]
+  c0, c2 = tiny("srb_vae"), tiny("srb_vae")
+  c2.loss.lambda_kl = 2.0
+  m0, m2 = methods.create(c0, axis_name=None), methods.create(c2, axis_name=None)
+  state = m0.init(jax.random.PRNGKey(0), batch)
+  pm, pd = state.params["model"], state.params["disc"]
+  rng = jax.random.PRNGKey(4)
+  l0 = m0.model_objective(pm, pd, x, xr, rng)[0]
+  l2, (terms, _) = m2.model_objective(pm, pd, x, xr, rng)
+  kl = lambda mu, lv: np.sum(0.5 * (np.asarray(mu) ** 2 + np.exp(lv) - 1 - np.asarray(lv)), 1)
+  want = (np.mean(kl(*m0.q_z(pm, x)) + kl(*m0.q_e(pm, x))) + np.mean(kl(*m0.q_z(pm, xr))))
+  np.testing.assert_allclose(terms["loss_kl"], want, rtol=1e-4)
+  np.testing.assert_allclose(l2 - l0, 2.0 * want, rtol=1e-3)
+
+
 def test_config_errors_are_one_line():
   c = tiny("srb_vae")
   c.data.pairing = None
