@@ -5,7 +5,10 @@
     python -m benchmarks.train_step --config=experiments/jacobian_mnist.py:small --notorch
 
 Prints compile time, steady-state ms/step (median of --steps after warm-up, with min/max),
-images/s, peak resident memory, device kind and count, jax/flax versions; --out writes JSON.
+images/s, XLA's FLOP count of the compiled step (on CPU also of the same step with the
+native ops an accelerator lowers: a step there takes at least that count over the device's
+peak rate), peak resident memory, device kind and count, jax/flax versions; --out writes
+JSON.
 The step is the trainer's own pmapped step (donated state), so the figure is what a run pays.
 ``--host_memory`` (default ``retain``, as ``djax.main`` sets it) applies to both frameworks:
 they run in one process, one after the other.
@@ -73,16 +76,48 @@ def measure(config, steps: int = 10, warmup: int = 2) -> dict:
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t0)
   med = statistics.median(times)
+  flops = step_flops(p_step, rstate, batch)  # after the timing: its compile is not counted
   return {
       "method": config.method, "data": config.data.name, "image_size": config.data.image_size,
       "batch_size": config.train.batch_size, "compile_plus_first_step_s": round(compile_s, 3),
       "ms_per_step_median": round(1e3 * med, 2), "ms_per_step_min": round(1e3 * min(times), 2),
       "ms_per_step_max": round(1e3 * max(times), 2),
       "images_per_s": round(config.train.batch_size / med, 1),
+      "xla_gflop_per_step_per_device": None if flops is None else round(flops / 1e9, 2),
       "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
       "device_kind": devices[0].device_kind, "device_count": len(devices),
       "jax": jax.__version__, "flax": flax.__version__, "python": platform.python_version(),
   }
+
+
+def step_flops(p_step, rstate, batch) -> float | None:
+  """XLA's own count of one device's floating-point operations in the compiled step, for
+  this backend's choice of ops (on CPU djax's Winograd layers count fewer than the direct
+  convolutions an accelerator runs), or None where the backend gives no cost analysis. A
+  step on any device takes at least this count over its peak rate."""
+  try:
+    cost = p_step.lower(rstate, batch).compile().cost_analysis()
+  except Exception:  # noqa: BLE001  (cost analysis is optional per backend and jax version)
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  flops = (cost or {}).get("flops")
+  return float(flops) if flops and flops > 0 else None
+
+
+def accelerator_flops(config) -> float | None:
+  """``step_flops`` of the step as a GPU or TPU would lower it: djax/nn's backend switch
+  told it is not on CPU, so every layer is the native convolution, transposed convolution
+  and pool. Only compiled here, never run."""
+  from unittest import mock
+  devices = train.local_devices(config)[:1]
+  with mock.patch.object(jax, "default_backend", lambda: "gpu"):
+    method = methods.create(config)
+    batch = synthetic_batch(config, 1)
+    state = jax.jit(method.init)(jax.random.PRNGKey(0),
+                                 jax.tree_util.tree_map(lambda x: x[0], batch))
+    p_step = jax.pmap(train._make_step(method), axis_name=base.AXIS, devices=devices)
+    return step_flops(p_step, train.replicate(state, devices), batch)
 
 
 def measure_torch(config, steps: int = 10, warmup: int = 2, threads: int = 0) -> dict | None:
@@ -102,6 +137,9 @@ def main(argv):
   note = host_memory.retain() if _HOST_MEMORY.value == "retain" else "host memory: default"
   config = _CONFIG.value
   result = {**measure(config, _STEPS.value, _WARMUP.value), "host_memory": note}
+  if jax.default_backend() == "cpu":
+    native = accelerator_flops(config)
+    result["xla_gflop_per_step_native_ops"] = None if native is None else round(native / 1e9, 2)
   width = max(map(len, result))
   for k, v in result.items():
     print(f"{k:<{width}}  {v}")
