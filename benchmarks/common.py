@@ -1,5 +1,5 @@
-"""What the benchmarks share: synthetic batches shaped as the input pipeline shapes them, and
-per-op times read from a ``jax.profiler`` trace."""
+"""What the benchmarks share: synthetic batches shaped as the input pipeline shapes them,
+per-op times read from a ``jax.profiler`` trace, and XLA's FLOP count of a compiled step."""
 
 from __future__ import annotations
 
@@ -84,3 +84,18 @@ def op_times(trace_dir: str) -> dict[str, float]:
     if name and not _CONTAINER.search(name):
       by_op[name] += ns
   return dict(by_op)
+
+
+def step_flops(p_step, rstate, batch) -> float | None:
+  """XLA's own count of one device's floating-point operations in the compiled step, for
+  this backend's choice of ops (on CPU djax/nn's own convolutions, Winograd among them,
+  count differently from the native ones an accelerator runs), or None where the backend gives no cost analysis. A
+  step on any device takes at least this count over its peak rate."""
+  try:
+    cost = p_step.lower(rstate, batch).compile().cost_analysis()
+  except Exception:  # noqa: BLE001  (cost analysis is optional per backend and jax version)
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  flops = (cost or {}).get("flops")
+  return float(flops) if flops and flops > 0 else None

@@ -35,7 +35,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from djax import host_memory, methods, train
-from benchmarks.common import synthetic_batch
+from benchmarks.common import step_flops, synthetic_batch
 from djax.methods import base
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file[:variant]")
@@ -88,21 +88,6 @@ def measure(config, steps: int = 10, warmup: int = 2) -> dict:
       "device_kind": devices[0].device_kind, "device_count": len(devices),
       "jax": jax.__version__, "flax": flax.__version__, "python": platform.python_version(),
   }
-
-
-def step_flops(p_step, rstate, batch) -> float | None:
-  """XLA's own count of one device's floating-point operations in the compiled step, for
-  this backend's choice of ops (on CPU djax's Winograd layers count fewer than the direct
-  convolutions an accelerator runs), or None where the backend gives no cost analysis. A
-  step on any device takes at least this count over its peak rate."""
-  try:
-    cost = p_step.lower(rstate, batch).compile().cost_analysis()
-  except Exception:  # noqa: BLE001  (cost analysis is optional per backend and jax version)
-    return None
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else None
-  flops = (cost or {}).get("flops")
-  return float(flops) if flops and flops > 0 else None
 
 
 def accelerator_flops(config) -> float | None:
