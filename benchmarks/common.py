@@ -89,8 +89,8 @@ def op_times(trace_dir: str) -> dict[str, float]:
 def step_flops(p_step, rstate, batch) -> float | None:
   """XLA's own count of one device's floating-point operations in the compiled step, for
   this backend's choice of ops (on CPU djax/nn's own convolutions, Winograd among them,
-  count differently from the native ones an accelerator runs), or None where the backend gives no cost analysis. A
-  step on any device takes at least this count over its peak rate."""
+  count differently from the native ones an accelerator runs), or None where the backend
+  gives no cost analysis. A step on any device takes at least this count over its peak."""
   try:
     cost = p_step.lower(rstate, batch).compile().cost_analysis()
   except Exception:  # noqa: BLE001  (cost analysis is optional per backend and jax version)

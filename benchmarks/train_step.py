@@ -53,15 +53,21 @@ _TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0,
                                       "default (one per core)")
 flags.mark_flags_as_required(["config"])
 
-def measure(config, steps: int = 10, warmup: int = 2) -> dict:
-  devices = train.local_devices(config)
+def build_step(config, devices):
+  """(the trainer's pmapped step with donated state, the replicated initial state, a
+  synthetic batch) of the config on ``devices``."""
   method = methods.create(config)
   batch = synthetic_batch(config, len(devices))
   first = jax.tree_util.tree_map(lambda x: x[0], batch)
   state = jax.jit(method.init)(jax.random.PRNGKey(0), first)
   p_step = jax.pmap(train._make_step(method), axis_name=base.AXIS, devices=devices,
                     donate_argnums=(0,))
-  rstate = train.replicate(state, devices)
+  return p_step, train.replicate(state, devices), batch
+
+
+def measure(config, steps: int = 10, warmup: int = 2) -> dict:
+  devices = train.local_devices(config)
+  p_step, rstate, batch = build_step(config, devices)
   t0 = time.perf_counter()
   rstate, metrics = p_step(rstate, batch)
   jax.block_until_ready(metrics)
@@ -95,14 +101,8 @@ def accelerator_flops(config) -> float | None:
   told it is not on CPU, so every layer is the native convolution, transposed convolution
   and pool. Only compiled here, never run."""
   from unittest import mock
-  devices = train.local_devices(config)[:1]
   with mock.patch.object(jax, "default_backend", lambda: "gpu"):
-    method = methods.create(config)
-    batch = synthetic_batch(config, 1)
-    state = jax.jit(method.init)(jax.random.PRNGKey(0),
-                                 jax.tree_util.tree_map(lambda x: x[0], batch))
-    p_step = jax.pmap(train._make_step(method), axis_name=base.AXIS, devices=devices)
-    return step_flops(p_step, train.replicate(state, devices), batch)
+    return step_flops(*build_step(config, train.local_devices(config)[:1]))
 
 
 def measure_torch(config, steps: int = 10, warmup: int = 2, threads: int = 0) -> dict | None:

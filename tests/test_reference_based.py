@@ -157,6 +157,10 @@ def test_config_errors_are_one_line():
   c.loss.objective = "rbvae"
   with pytest.raises(ValueError, match="known: "):
     methods.create(c, axis_name=None)
+  c = tiny("rb_vae")
+  c.loss.lambda_kl = 1.0
+  with pytest.raises(ValueError, match="set loss.lambda_kl=0"):
+    methods.create(c, axis_name=None)
 
 
 def test_grids_are_built_from_the_right_codes():

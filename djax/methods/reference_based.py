@@ -21,6 +21,8 @@ diagonal Gaussians (§4.2). ``loss.objective``:
   prints the classes the other way round, which would make d estimate −L and eq. (6)
   ascend the divergence). All four networks' updates come from the same parameters in one
   step, "simultaneously optimized" (§4.3).
+  ``loss.lambda_kl`` > 0 adds eq. (3)'s analytic KL terms beside them (not the paper's; 0
+  by default).
 * ``svae`` (Pu et al. 2018, Ruiz et al. §5.2: "an unsupervised version of our method"): one
   code z, no reference branch: d(x, z) on the images, reconstruction of x and of ẑ.
 
@@ -81,6 +83,9 @@ class ReferenceBased(base.Method):
                        f"'reference_based'; known: {OBJECTIVES}")
     self.reference = self.objective != "svae"
     self.symmetric = self.objective != "rb_vae"
+    if not self.symmetric and self.loss.get("lambda_kl", 0.0):
+      raise ValueError("loss.lambda_kl adds eq. (3)'s KL terms to srb_vae / svae; rb_vae's "
+                       "objective is eq. (3), KLs included: set loss.lambda_kl=0")
     self.image_size = int(config.data.image_size)
     self.channels = int(config.data.get("channels", 3))
     karras.check_widths(m.encoder_widths, self.image_size, "model.encoder_widths")
