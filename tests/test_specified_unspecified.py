@@ -372,3 +372,8 @@ def test_sprites_kl_variants_are_small_with_the_authors_kl_multiplied():
   assert kl3 == small
   with pytest.raises(ValueError, match="small_kl20"):
     module.get_config("kl20")
+  from djax import evaluation
+  for variant in ("full", "small"):
+    names = module.get_config(variant).eval.metrics
+    assert {"part_probe_sampled", "mig", "sap", "dci", "factor_vae", "beta_vae"} <= set(names)
+    assert set(names) <= set(evaluation.METRICS)
