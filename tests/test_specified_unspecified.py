@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_shapes
-from djax import train
+from djax import evaluation, train
 from djax.data import pipeline
 from djax.data.pipeline import to_model_images
 from djax.methods import specified_unspecified as su
@@ -372,7 +372,6 @@ def test_sprites_kl_variants_are_small_with_the_authors_kl_multiplied():
   assert kl3 == small
   with pytest.raises(ValueError, match="small_kl20"):
     module.get_config("kl20")
-  from djax import evaluation
   for variant in ("full", "small"):
     names = module.get_config(variant).eval.metrics
     assert {"part_probe_sampled", "mig", "sap", "dci", "factor_vae", "beta_vae"} <= set(names)
