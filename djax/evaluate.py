@@ -75,6 +75,8 @@ def evaluate_run(workdir: str, *, step: int | None = None, metrics=None, split: 
   """Evaluates a checkpoint, prints the tables, writes the JSON; returns the report."""
   from djax import evaluation
 
+  if metrics is not None:  # a misspelt name fails before the checkpoint and data load
+    evaluation.check_metric_names(metrics, "--metrics")
   overrides = dict(overrides or {})
   if split:
     overrides["eval.split"] = split

@@ -586,12 +586,16 @@ METRICS: dict[str, Metric] = {
 }
 
 
-def check_metrics(method, names) -> None:
-  """Before any work: every name is a metric, and the method has what each one needs."""
+def check_metric_names(names, where: str = "config.eval.metrics") -> None:
+  """Every name is a metric; ``where`` says where the names came from, for the message."""
   unknown = [n for n in names if n not in METRICS]
   if unknown:
-    raise ValueError(f"unknown metric(s) {unknown} in config.eval.metrics; "
-                     f"known: {sorted(METRICS)}")
+    raise ValueError(f"unknown metric(s) {unknown} in {where}; known: {sorted(METRICS)}")
+
+
+def check_metrics(method, names, where: str = "config.eval.metrics") -> None:
+  """Before any work: every name is a metric, and the method has what each one needs."""
+  check_metric_names(names, where)
   for n in names:
     base.require(method, METRICS[n].requires, f"metric {n!r}")
 
@@ -660,6 +664,7 @@ def evaluate_and_write(method, state, config, workdir: str, *, step: int, metric
   parameters (the trainer's ``eval_untrained.json``), kept as eval.json's ``untrained`` row.
   Returns the report."""
   names = list(config.eval.metrics if metrics is None else metrics)
+  check_metrics(method, names, "config.eval.metrics" if metrics is None else "--metrics")
   source, meta = pipeline.load_split(config.data, config.eval.split)
   timings: dict[str, float] = {}
   t0 = time.time()

@@ -37,6 +37,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # Where class-conditional samples draw z_s from: 'mixture', §4.2's N(μ_c, Σ_c), or
   # 'encoded', the running per-class moments of the training codes (not the paper's; README).
   c.model.class_sampling = "mixture"
+  # How v gives Σ_c's precision: 'softplus', the authors' code; 'log', exp(v) (not theirs).
+  c.model.precision_parameterisation = "softplus"
   # The paper does not give the toy's code sizes; the data is 2-D: one z_s and one z_u
   # dimension would do, two each leave room.
   c.model.zs_dim = 2

@@ -70,8 +70,21 @@ def points_report(config, method, state, workdir, n):
   return r
 
 
+def spread_report(method, state) -> None:
+  """The mixture's σ_c against the spread of the training codes (their running moments):
+  samples N(μ_c, Σ_c) land where the codes are only when the two agree."""
+  mu, lam = (np.asarray(a) for a in method.mixture(state.params))
+  mean, prec = (np.asarray(a) for a in label_relevant.moment_gaussians(
+      state.batch_stats["moments"]))
+  sigma, spread = 1 / np.sqrt(lam), 1 / np.sqrt(prec)
+  q = lambda a: f"median {np.median(a):.3f} ({np.min(a):.3f}-{np.max(a):.3f})"
+  print(f"mixture sigma_c {q(sigma)}; codes' std {q(spread)}; sigma_c / codes' std "
+        f"{q(sigma / spread)}; |mu_c - codes' mean| {q(np.linalg.norm(mu - mean, axis=1))}")
+
+
 def image_report(config, method, state, workdir, n):
   from djax.metrics import classifier
+  spread_report(method, state)
   clf = classifier.get_classifier(config.data, ["label"], steps=int(config.eval.get(
       "classifier_steps", 800)), seed=config.seed)
   labels = np.arange(n * method.num_classes) % method.num_classes

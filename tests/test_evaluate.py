@@ -54,9 +54,13 @@ def test_evaluate_writes_eval_json_with_versions_and_split(run_dir, capsys):
   assert rep["headline"] == ev["headline"]
 
 
-def test_evaluate_rejects_unknown_metric(run_dir):
-  with pytest.raises(ValueError, match="unknown metric"):
+def test_evaluate_rejects_unknown_metric(run_dir, tmp_path):
+  with pytest.raises(ValueError, match=r"unknown metric\(s\) \['nope'\] in --metrics"):
     evaluate.evaluate_run(run_dir, metrics=["nope"], out=os.path.join(run_dir, "x.json"))
+  assert not os.path.exists(os.path.join(run_dir, "x.json"))
+  # Named before anything loads: a directory with no checkpoint still gets the metric's error.
+  with pytest.raises(ValueError, match="in --metrics"):
+    evaluate.evaluate_run(str(tmp_path / "no_run"), metrics=["nope"])
 
 
 def test_report_table_and_png_from_two_runs(tmp_path):

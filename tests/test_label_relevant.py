@@ -297,6 +297,33 @@ def test_precision_learning_rate_drops_after_its_boundary():
   np.testing.assert_allclose(v[4:], 0.01 * mu[4:], rtol=1e-5)
 
 
+def test_log_precision_starts_where_softplus_does_and_moves_relatively():
+  c = _moons_config()
+  batch = {"point": jnp.zeros((8, 2)), "label": jnp.zeros((8,), jnp.int32)}
+  lams = {}
+  for p in ("softplus", "log"):
+    c.model.precision_parameterisation = p
+    m = lr.LabelRelevantVAE(c, axis_name=None)
+    state = m.init(jax.random.PRNGKey(0), batch)
+    lams[p] = np.asarray(m.mixture(state.params)[1])
+  np.testing.assert_allclose(lams["log"], lams["softplus"], rtol=1e-6)  # both ≈ 1.0
+  v = np.linspace(-2.0, 3.0, 6).reshape(3, 2)
+  params = {**state.params, "es": {**state.params["es"], "gm": {
+      **state.params["es"]["gm"], "v": jnp.asarray(v)}}}
+  np.testing.assert_allclose(m.mixture(params)[1], np.exp(v), rtol=1e-6)
+  np.testing.assert_allclose(lr.precision(jnp.asarray(v)), np.log1p(np.exp(v)), rtol=1e-6)
+  # One Adam update moves v by its learning rate: Λ by that factor under exp (relative),
+  # by about that amount under softplus at large Λ (absolute).
+  step = 5e-4
+  big = jnp.asarray([50.0])
+  np.testing.assert_allclose(lr.precision(big + step, "log") / lr.precision(big, "log"),
+                             np.exp(step), rtol=1e-6)
+  np.testing.assert_allclose(lr.precision(big + step) - lr.precision(big), step, rtol=1e-3)
+  c.model.precision_parameterisation = "sqrt"
+  with pytest.raises(ValueError, match="precision_parameterisation must be one of"):
+    lr.LabelRelevantVAE(c, axis_name=None)
+
+
 def test_a_tiny_run_on_three_moons_through_djax_train(tmp_path):
   c = _moons_config()
   c.num_devices = 2

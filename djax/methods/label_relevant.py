@@ -38,6 +38,7 @@ for the masks of ``INPAINT_PATTERNS``.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -51,13 +52,20 @@ from djax.nn import spectral_norm as sn
 from djax.nn.spec import SpecNet, parse_spec
 
 V_INIT = 0.54  # the authors' initial v: softplus(0.54) ≈ 1.0
+# How v gives the precision: 'softplus', the authors' code; 'log', Λ = exp(v) (not theirs).
+# Adam moves v by about its learning rate per update whatever the gradient's size, so under
+# softplus Λ grows by ~5e-4 an update: reaching the codes' precision (~200 on mnist_5k) takes
+# ~10^5 iterations, which the authors' 320k have and a CPU run has not. Under exp the same
+# steps are relative (0.05 % each), so Λ can follow the codes within a few thousand.
+PRECISION_PARAMETERISATIONS = {"softplus": (jax.nn.softplus, V_INIT),
+                               "log": (jnp.exp, math.log(math.log1p(math.exp(V_INIT))))}
 
 
 # ----------------------------------------------------------------------------- the mixture
 
-def precision(v: jax.Array) -> jax.Array:
-  """Λ = softplus(v): the per-class, per-dimension precision (1 / σ²) of the mixture."""
-  return jax.nn.softplus(v)
+def precision(v: jax.Array, parameterisation: str = "softplus") -> jax.Array:
+  """Λ = softplus(v) (or exp(v)): the per-class, per-dimension precision (1 / σ²)."""
+  return PRECISION_PARAMETERISATIONS[parameterisation][0](v)
 
 
 def half_mahalanobis(z: jax.Array, mu: jax.Array, lam: jax.Array) -> jax.Array:
@@ -311,6 +319,11 @@ class LabelRelevantVAE(base.Method):
                        f"Sigma_c)) or 'encoded' (the codes' running moments), not "
                        f"{self.class_sampling!r}")
     self.moment_momentum = float(m.get("moment_momentum", 0.99))
+    self.precision_parameterisation = m.get("precision_parameterisation", "softplus")
+    if self.precision_parameterisation not in PRECISION_PARAMETERISATIONS:
+      raise ValueError(f"model.precision_parameterisation must be one of "
+                       f"{sorted(PRECISION_PARAMETERISATIONS)}, not "
+                       f"{self.precision_parameterisation!r}")
     self.loss = config.loss
     self.n_gm = int(config.loss.n_gm)
     # §3.6: an unlabelled example whose class is one of the C ("in the predefined range",
@@ -370,7 +383,7 @@ class LabelRelevantVAE(base.Method):
 
   def mixture(self, params):
     gm = params["es"]["gm"]
-    return gm["mu"], precision(gm["v"])
+    return gm["mu"], precision(gm["v"], self.precision_parameterisation)
 
   def init(self, rng: jax.Array, batch: dict[str, Any], previous=None) -> base.TrainState:
     del previous  # one stage
@@ -390,7 +403,8 @@ class LabelRelevantVAE(base.Method):
     v_d = self.discriminator.init(ks[4], x, jnp.zeros((b,), jnp.int32), train=False)
     v_d = {"params": v_d["params"], "batch_stats": v_d.get("batch_stats", {})}
     gm = {"mu": nn.initializers.glorot_uniform()(ks[5], (self.num_classes, self.zs_dim)),
-          "v": jnp.full((self.num_classes, self.zs_dim), V_INIT)}
+          "v": jnp.full((self.num_classes, self.zs_dim),
+                        PRECISION_PARAMETERISATIONS[self.precision_parameterisation][1])}
     params = {"es": {"encoder": v_es["params"], "gm": gm}, "eu": v_eu["params"],
               "cls": v_cls["params"], "g": v_g["params"], "d": v_d["params"]}
     stats = {"es": v_es.get("batch_stats", {}), "eu": v_eu.get("batch_stats", {}),
