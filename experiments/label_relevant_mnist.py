@@ -34,6 +34,12 @@ def set_loss_weights(c, variant, n_pixel: int, n_zu: int) -> None:
   c.loss.lkd_weight = 1.0
   c.loss.adv_weight = 1.0
   c.loss.gan_weight = 1.0
+  c.loss.sampled_gan_weight = 1.0  # x'_p's share of L_GD^adv (1: the paper's; README)
+  # The discriminator's weight on each fake hinge term (½: djax's, measured on the toy;
+  # 1: the authors' loss_hinge_dis), and the classes x'_p is drawn for ('batch': the
+  # batch's labels; 'uniform': the authors' Y_rand).
+  c.loss.hinge_fake_weight = 0.5
+  c.loss.sampled_classes = "batch"
   if variant == "paper":  # Algorithm 1 with §4.2's λ_kl = 10 / N_pixel, λ_rec = 1 / N_zu
     c.loss.rec_weight_es = c.loss.rec_weight_g = 1.0
     c.loss.rec_weight_eu = 1.0 / n_zu
@@ -63,6 +69,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # How v gives Σ_c's precision Λ_c: 'softplus', the authors' lgm_logits; 'log', exp(v)
   # (:log_precision, not theirs; the reason in djax/methods/label_relevant.py).
   c.model.precision_parameterisation = "softplus"
+  # x'_p's BatchNorm batch in the decoder: 'joint' with x'_f (djax's one decoder call) or
+  # 'separate' (the authors' G_dec / G_sample calls; samples then use the sampled batches'
+  # running statistics). README, Zheng & Sun.
+  c.model.sampled_norm = "joint"
   c.model.zs_dim = 32
   c.model.zu_dim = 100
   c.model.encoder_s_spec = "c32k4s2-c64k4s2-f256-f"
@@ -130,10 +140,19 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # 0.066, at Adam's full rate throughout, but the codes contracted faster (std 0.008).
     c.model.precision_parameterisation = "log"
     c.optim.precision_decay_steps = 2 * 60_000 // batch
+  elif variant == "authors_code":
+    # Where djax's default and the authors' Lr-LiVAE.py differ, theirs: x'_p through its own
+    # generator call (BatchNorm by its own batch), a weight of 1 on each fake hinge term,
+    # uniformly drawn classes for x'_p, their batch of 96.
+    c.model.sampled_norm = "separate"
+    c.loss.hinge_fake_weight = 1.0
+    c.loss.sampled_classes = "uniform"
+    c.train.batch_size = (N_GM + 1) * 96
+    c.optim.precision_decay_steps = 2 * train_size // 96
   elif variant == "cifar10":  # kept for old command lines: the config is its own file now
     import label_relevant_cifar10
     return label_relevant_cifar10.get_config()
   elif variant not in (None, "", "code", "paper"):
     raise ValueError(f"unknown variant {variant!r} of label_relevant_mnist; use 'paper', "
-                     f"'fit_sigma', 'log_precision', 'cifar10' or none")
+                     f"'fit_sigma', 'log_precision', 'authors_code', 'cifar10' or none")
   return c

@@ -74,6 +74,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.loss.adv_weight = 1.0  # line 25: L_E^adv
   c.loss.rec_weight_g = 1.0  # line 27
   c.loss.gan_weight = 1.0  # line 27: L_GD^adv
+  c.loss.sampled_gan_weight = 1.0  # x'_p's share of L_GD^adv (1: the paper's; README)
+  c.loss.hinge_fake_weight = 0.5  # D's weight on each fake hinge term (1: the authors')
+  c.loss.sampled_classes = "batch"  # x'_p's classes ('uniform': the authors' Y_rand)
   if variant in ("code", "code_zs1"):
     # The authors' solvers (papers.md): Encoder^u 10·rec + KL + adversarial, generator
     # 10·rec + GAN, Encoder^s 10·rec + 10·(0.1·likelihood), with rec a per-pixel mean

@@ -289,3 +289,25 @@ def test_local_builders_prepare_quietly(tmp_path, capsys, caplog):
   assert "downloaded and prepared" not in text
   assert "dataset_info.json" not in text
   assert out.err.count("djax: generating three_moons 1.0.0 locally (nothing is downloaded)") == 1
+
+
+def test_two_runs_started_together_prepare_a_dataset_once(tmp_path):
+  """Two processes reach a fresh data_dir at the same moment: one generates, the other
+  waits for it and reads what it wrote (without the lock the second one's rename of its
+  incomplete folder failed on the first one's)."""
+  import subprocess
+  import sys
+  import time
+  start = time.time() + 25  # both past their imports, then into load_split together
+  code = (f"import time, ml_collections\n"
+          f"from djax.data import pipeline\n"
+          f"c = ml_collections.ConfigDict(dict(name='three_moons', data_dir={str(tmp_path)!r}, "
+          f"manual_dir='', image_size=None, value_range=(-1.0, 1.0), in_memory_max_gb=4.0))\n"
+          f"time.sleep(max(0.0, {start} - time.time()))\n"
+          f"print(len(pipeline.load_split(c, 'test')[0]))\n")
+  procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for _ in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], [e[-500:] for _, e in outs]
+  assert [o.strip() for o, _ in outs] == ["3000", "3000"]
+  assert sum(e.count("djax: generating three_moons") for _, e in outs) == 1

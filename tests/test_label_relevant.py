@@ -98,8 +98,13 @@ def test_other_losses_match_direct_computation():
   hinge = lambda t: np.maximum(0.0, t)
   want_d = hinge(1 - real).mean() + 0.5 * (hinge(1 + rec).mean() + hinge(1 + samp).mean())
   np.testing.assert_allclose(lr.hinge_discriminator_loss(real, rec, samp), want_d, rtol=1e-5)
+  want_d1 = hinge(1 - real).mean() + hinge(1 + rec).mean() + hinge(1 + samp).mean()
+  np.testing.assert_allclose(lr.hinge_discriminator_loss(real, rec, samp, 1.0), want_d1,
+                             rtol=1e-5)  # the authors' loss_hinge_dis
   np.testing.assert_allclose(lr.hinge_generator_loss(rec, samp), -rec.mean() - samp.mean(),
                              rtol=1e-5)
+  np.testing.assert_allclose(lr.hinge_generator_loss(rec, samp, 3.0),
+                             -rec.mean() - 3.0 * samp.mean(), rtol=1e-5)
 
 
 @pytest.fixture(scope="module", params=["mixture", "total"])
@@ -108,6 +113,7 @@ def tiny(request):
   c.loss.unlabelled_prior = request.param  # §3.6: unlabelled of known / of unseen classes
   c.loss.rec_weight_es, c.loss.rec_weight_eu, c.loss.rec_weight_g = 0.7, 0.3, 1.3
   c.loss.kl_weight, c.loss.lkd_weight, c.loss.adv_weight, c.loss.gan_weight = 2.0, 0.4, 0.9, 1.1
+  c.loss.sampled_gan_weight = 1.7
   method = lr.LabelRelevantVAE(c, axis_name=None)
   a = three_moons.split_arrays("test")
   labels = a["label"][:16].astype(np.int32).copy()
@@ -128,12 +134,20 @@ def _terms(m, params, stats, x, labels, labelled, keys):
   mu, lam = jax.tree_util.tree_map(jax.lax.stop_gradient, m.mixture(params))
   pred = jnp.argmax(lr.class_log_density(jax.lax.stop_gradient(zs), mu, lam), -1)
   cond = jnp.where(labelled, labels, pred)
-  zs_p = lr.sample_class_codes(eps_sp, cond, mu, lam)
-  out = m.decode_fn(params, stats, jnp.concatenate([zs, zs_p]),
-                    jnp.concatenate([zu, eps_up]), True)[0]
-  x_f, x_p = out[:b], out[b:]
+  cond_p = cond
+  if m.sampled_classes == "uniform":  # the authors' Y_rand
+    cond_p = jnp.stack([jax.random.randint(jax.random.fold_in(k, 1), (), 0, m.num_classes)
+                        for k in keys])
+  zs_p = lr.sample_class_codes(eps_sp, cond_p, mu, lam)
+  if m.sampled_norm == "separate":  # the authors' two generator calls
+    x_f = m.decode_fn(params, stats, zs, zu, True)[0]
+    x_p = m.decode_fn(params, {"g": stats["g_sampled"]}, zs_p, eps_up, True)[0]
+  else:
+    out = m.decode_fn(params, stats, jnp.concatenate([zs, zs_p]),
+                      jnp.concatenate([zu, eps_up]), True)[0]
+    x_f, x_p = out[:b], out[b:]
   logits = m.discriminate(params, stats, jnp.concatenate([x, x_f, x_p]),
-                          jnp.concatenate([cond] * 3), True)[0]
+                          jnp.concatenate([cond, cond, cond_p]), True)[0]
   cls = m.adversary.apply({"params": params["cls"]}, zu, train=True)
   y0 = jnp.maximum(labels, 0)
   unlabelled = {"mixture": lr.mixture_likelihood_loss, "total": lr.unlabelled_likelihood_loss}
@@ -141,14 +155,21 @@ def _terms(m, params, stats, x, labels, labelled, keys):
                   unlabelled[m.config.loss.unlabelled_prior](zs, mu, lam))
   return {"rec": jnp.mean(lr.reconstruction_loss(x_f, x)), "lkd": jnp.mean(lkd),
           "kl": jnp.mean(lr.kl_loss(mean, logvar)),
-          "d": lr.hinge_discriminator_loss(logits[:b], logits[b:2 * b], logits[2 * b:]),
-          "gd": lr.hinge_generator_loss(logits[b:2 * b], logits[2 * b:]),
+          "d": jnp.mean(jax.nn.relu(1 - logits[:b]))
+               + m.config.loss.get("hinge_fake_weight", 0.5)
+               * (jnp.mean(jax.nn.relu(1 + logits[b:2 * b]))
+                  + jnp.mean(jax.nn.relu(1 + logits[2 * b:]))),
+          "gd": -jnp.mean(logits[b:2 * b])
+                - m.config.loss.get("sampled_gan_weight", 1.0) * jnp.mean(logits[2 * b:]),
           "c": lr.masked_mean(lr.adversary_loss(cls, y0), labelled),
           "e": lr.masked_mean(lr.uniform_target_loss(cls), labelled)}
 
 
 def test_each_group_gets_the_gradient_of_its_own_objective(tiny):
-  m, state, batch = tiny
+  _check_gradients(*tiny)
+
+
+def _check_gradients(m, state, batch):
   x, labels, labelled = m._split_batch(batch)
   keys = jax.random.split(jax.random.PRNGKey(3), x.shape[0])
   grads, metrics, _ = m.gradients(state.params, state.batch_stats, x, labels, labelled, keys)
@@ -177,6 +198,45 @@ def test_each_group_gets_the_gradient_of_its_own_objective(tiny):
   t = _terms(m, state.params, state.batch_stats, x, labels, labelled, keys)
   np.testing.assert_allclose(metrics["loss_rec"], t["rec"], rtol=1e-5)
   np.testing.assert_allclose(metrics["loss_d"], t["d"], rtol=1e-5)
+
+
+def test_separate_sampled_norm_gives_x_p_its_own_batch_statistics():
+  # A hidden convolution, so that the decoder has BatchNorm.
+  m, state, x = _image_method(decoder_spec="f64-r(8,8,1)-c4k3-c1k3", sampled_norm="separate")
+  # With the authors' other choices: a weight of 1 on each fake hinge term, x'_p of
+  # uniformly drawn classes.
+  m.loss.sampled_gan_weight, m.loss.hinge_fake_weight = 1.7, 1.0
+  m.loss.sampled_classes = m.sampled_classes = "uniform"
+  batch = {"image": x, "labels": {"label": jnp.array([0, 1, 2, -1, 4, 5])}}
+  _check_gradients(m, state, batch)  # _terms decodes x'_f and x'_p as two batches
+  x, labels, labelled = m._split_batch(batch)
+  keys = jax.random.split(jax.random.PRNGKey(3), x.shape[0])
+  _, _, new = m.gradients(state.params, state.batch_stats, x, labels, labelled, keys)
+  # Each running average moved by its own batch: x'_p's codes are drawn far wider than
+  # the untrained encoder's, so the two collections differ.
+  zs = m.encode_s(state.params, state.batch_stats, x, True)[0]
+  (mean, logvar), _ = m.encode_u(state.params, state.batch_stats, x, True)
+  eps = jax.vmap(lambda k: jax.random.normal(k, (2 * m.zu_dim + m.zs_dim,)))(keys)
+  zu = mean + jnp.exp(0.5 * logvar) * eps[:, :m.zu_dim]
+  want_g = m.decode_fn(state.params, state.batch_stats, zs, zu, True)[1]
+  jax.tree_util.tree_map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6),
+                         new["g"], want_g)
+  gap = jax.tree_util.tree_map(lambda u, v: float(jnp.abs(u - v).max()),
+                               new["g"], new["g_sampled"])
+  assert max(jax.tree_util.tree_leaves(gap)) > 1e-3
+  # Samples are normalised by the sampled batches' running averages, one by one.
+  stats = {**state.batch_stats, "g_sampled": new["g_sampled"]}
+  got = m.sample(state.params, stats, jax.random.PRNGKey(5), 6)
+  first = m.sample(state.params, stats, jax.random.PRNGKey(5), 6)[:1]
+  k_s, k_u = jax.random.split(jax.random.PRNGKey(5))
+  mu, lam = m.mixture(state.params)
+  zs_s = lr.sample_class_codes(jax.random.normal(k_s, (6, m.zs_dim)), jnp.arange(6), mu, lam)
+  zu_s = jax.random.normal(k_u, (6, m.zu_dim))
+  want = m.decode_fn(state.params, {"g": new["g_sampled"]}, zs_s, zu_s)[0]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got[:1], first, rtol=1e-6)
+  other = m.decode_fn(state.params, {"g": state.batch_stats["g"]}, zs_s, zu_s)[0]
+  assert float(jnp.abs(other - want).max()) > 1e-4
 
 
 def test_class_moments_follow_the_labelled_codes_and_feed_encoded_sampling(tiny):
@@ -357,8 +417,8 @@ def test_toy_point_geometry():
   assert img.dtype == np.uint8 and img.shape[1] == 200
 
 
-def _image_method(size=8):
-  """A tiny image model (8x8x1) built from the mnist config."""
+def _image_method(size=8, **model):
+  """A tiny image model (8x8x1) built from the mnist config; ``model`` overrides."""
   path = os.path.join(os.path.dirname(__file__), "..", "experiments", "label_relevant_mnist.py")
   spec = importlib.util.spec_from_file_location("label_relevant_mnist_config", path)
   module = importlib.util.module_from_spec(spec)
@@ -369,6 +429,7 @@ def _image_method(size=8):
   c.model.decoder_spec = f"f{size * size}-r({size},{size},1)-c1k3"
   c.model.discriminator_spec = "c4k3s2-f8"
   c.model.adversary_spec = "f8-f"
+  c.model.update(model)
   m = lr.LabelRelevantVAE(c, axis_name=None)
   x = jax.random.uniform(jax.random.PRNGKey(1), (6, size, size, 1), minval=-1, maxval=1)
   batch = {"image": x, "labels": {"label": jnp.arange(6) % 10}}

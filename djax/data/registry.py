@@ -156,16 +156,15 @@ def open_split(data_cfg, split: str):
         data_key=data_key, source="in-memory arrays (registry.register_arrays)")
   b = builder(data_cfg)
   base, _ = _split_name(data_cfg.name)
-  if base in BUILDERS:
-    if not b.is_prepared():
-      manual_dir = data_cfg.get("manual_dir") or None
-      # Builders that read a manual_dir check it first: a one-line error naming the
-      # directory, rather than tfds's assertion from inside the preparation.
-      check = getattr(type(b), "check_manual_dir", None)
-      if check is not None:
-        check(manual_dir)
-      import tensorflow_datasets as tfds
-      b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  if base in BUILDERS and not b.is_prepared():
+    manual_dir = data_cfg.get("manual_dir") or None
+    # Builders that read a manual_dir check it first: a one-line error naming the
+    # directory, rather than tfds's assertion from inside the preparation.
+    check = getattr(type(b), "check_manual_dir", None)
+    if check is not None:
+      check(manual_dir)
+    if not _prepare_once(b, manual_dir):
+      b = builder(data_cfg)  # another process prepared it: read the info it wrote
   split = getattr(type(b), "SPLIT_ALIASES", {}).get(split, split)
   known_splits = b.info.splits
   split_base = split.split("[")[0]
@@ -181,6 +180,28 @@ def open_split(data_cfg, split: str):
   meta = _meta(b, data_cfg, split, len(data_source))
   source = sources.TfdsSource(data_source, transform=_transform(b, data_cfg))
   return source, meta
+
+
+def _prepare_once(b, manual_dir) -> bool:
+  """Prepares ``b`` under an exclusive lock beside its data directory, unless another
+  process prepared it meanwhile (then False). Two runs started together on a fresh
+  data_dir would otherwise both generate the data, and the second one's final rename
+  fails on the directory the first one left."""
+  import fcntl
+  import os
+
+  import tensorflow_datasets as tfds
+  parent, version = os.path.split(os.fspath(b.data_dir).rstrip("/"))
+  os.makedirs(parent, exist_ok=True)
+  with open(os.path.join(parent, f".{version}.djax-prepare.lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      if b.is_prepared():
+        return False
+      b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+      return True
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _transform(b, data_cfg):

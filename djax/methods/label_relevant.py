@@ -179,23 +179,40 @@ def reconstruction_loss(x_rec: jax.Array, x: jax.Array) -> jax.Array:
   return 0.5 * jnp.sum(jnp.square(x_rec - x).reshape(x.shape[0], -1), axis=-1)
 
 
-def hinge_discriminator_loss(real: jax.Array, rec: jax.Array, sampled: jax.Array) -> jax.Array:
+def hinge_discriminator_loss(real: jax.Array, rec: jax.Array, sampled: jax.Array,
+                             fake_weight: float = 0.5) -> jax.Array:
   """Eq. (10) in the hinge form of the authors' code, over the three kinds of input of
-  Algorithm 1 line 21: E[max(0, 1 − D(x, y))] + ½ E[max(0, 1 + D(x'_f, y))] + ½ E[max(0,
+  Algorithm 1 line 21: E[max(0, 1 − D(x, y))] + w E[max(0, 1 + D(x'_f, y))] + w E[max(0,
   1 + D(x'_p, y))].
 
-  The two fake terms share one weight. With a weight each, where reconstructions are as
-  good as the data the hinge is minimised by D ≡ −1 there, and nothing rewards D for
-  going lower on the samples: measured on three moons, D read −1.00 on real, reconstructed
-  and sampled points alike for 20k iterations and the samples stayed diffuse.
+  w = ½ by default: the two fake terms share one weight. With a weight each (w = 1, the
+  authors' loss_hinge_dis), where reconstructions are as good as the data the hinge is
+  minimised by D ≡ −1 there, and nothing rewards D for going lower on the samples:
+  measured on three moons, D read −1.00 on real, reconstructed and sampled points alike
+  for 20k iterations and the samples stayed diffuse.
   """
-  return (jnp.mean(jax.nn.relu(1.0 - real)) + 0.5 * jnp.mean(jax.nn.relu(1.0 + rec))
-          + 0.5 * jnp.mean(jax.nn.relu(1.0 + sampled)))
+  return (jnp.mean(jax.nn.relu(1.0 - real)) + fake_weight * jnp.mean(jax.nn.relu(1.0 + rec))
+          + fake_weight * jnp.mean(jax.nn.relu(1.0 + sampled)))
 
 
-def hinge_generator_loss(rec: jax.Array, sampled: jax.Array) -> jax.Array:
-  """L_GD^adv (Algorithm 1 line 23) in hinge form: −E[D(x'_f, y)] − E[D(x'_p, y)]."""
-  return -jnp.mean(rec) - jnp.mean(sampled)
+def sampled_classes(keys: jax.Array, cond: jax.Array, num_classes: int,
+                    how: str = "batch") -> jax.Array:
+  """The class each x'_p of Algorithm 1 line 20 is drawn for: the batch's own (``cond``),
+  or with ``how='uniform'`` one uniform class per example from its key."""
+  if how == "uniform":
+    return jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 1), (), 0,
+                                                 num_classes))(keys)
+  return cond
+
+
+def hinge_generator_loss(rec: jax.Array, sampled: jax.Array,
+                         sampled_weight: float = 1.0) -> jax.Array:
+  """L_GD^adv (Algorithm 1 line 23) in hinge form: −E[D(x'_f, y)] − w E[D(x'_p, y)].
+
+  w = 1 is the paper's. A larger w asks the decoder to make more of the codes drawn from
+  N(μ_c, Σ_c), away from the encoded ones, look like class c (``loss.sampled_gan_weight``).
+  """
+  return -jnp.mean(rec) - sampled_weight * jnp.mean(sampled)
 
 
 def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
@@ -318,6 +335,18 @@ class LabelRelevantVAE(base.Method):
       raise ValueError(f"model.class_sampling must be 'mixture' (the paper's N(mu_c, "
                        f"Sigma_c)) or 'encoded' (the codes' running moments), not "
                        f"{self.class_sampling!r}")
+    # Which BatchNorm batch the decoder normalises x'_p (Algorithm 1 line 20) in: 'joint',
+    # one batch with the reconstructions x'_f, or 'separate', as the authors' two generator
+    # calls do (G_dec, G_sample), each batch by its own statistics. With 'separate' the
+    # sampled batches keep their own running averages (batch_stats['g_sampled']), which
+    # ``sample`` normalises by: the authors' generation runs BatchNorm in training mode on a
+    # batch of samples of every class; the running averages of such batches stand for its
+    # statistics and keep each sample independent of the others in its batch.
+    self.sampled_norm = m.get("sampled_norm", "joint")
+    if self.sampled_norm not in ("joint", "separate"):
+      raise ValueError(f"model.sampled_norm must be 'joint' (x'_f and x'_p in one "
+                       f"BatchNorm batch) or 'separate' (the authors' two generator calls), "
+                       f"not {self.sampled_norm!r}")
     self.moment_momentum = float(m.get("moment_momentum", 0.99))
     self.precision_parameterisation = m.get("precision_parameterisation", "softplus")
     if self.precision_parameterisation not in PRECISION_PARAMETERISATIONS:
@@ -334,6 +363,12 @@ class LabelRelevantVAE(base.Method):
       raise ValueError(f"loss.unlabelled_prior must be 'mixture' (unlabelled examples of the "
                        f"known classes) or 'total' (of unseen classes, eq. 11), not "
                        f"{self.unlabelled_prior!r}")
+    # The classes x'_p is drawn for: 'batch', those of the batch's own examples (djax), or
+    # 'uniform', one drawn uniformly per example (the authors' Y_rand).
+    self.sampled_classes = config.loss.get("sampled_classes", "batch")
+    if self.sampled_classes not in ("batch", "uniform"):
+      raise ValueError(f"loss.sampled_classes must be 'batch' or 'uniform' (the authors' "
+                       f"Y_rand), not {self.sampled_classes!r}")
     self.gm_batches = config.loss.get("gm_batches", "split")
     if self.gm_batches not in ("split", "same"):
       raise ValueError(f"loss.gm_batches must be 'split' or 'same', not {self.gm_batches!r}")
@@ -409,6 +444,8 @@ class LabelRelevantVAE(base.Method):
               "cls": v_cls["params"], "g": v_g["params"], "d": v_d["params"]}
     stats = {"es": v_es.get("batch_stats", {}), "eu": v_eu.get("batch_stats", {}),
              "cls": {}, "g": v_g.get("batch_stats", {}), "d": v_d["batch_stats"],
+             **({"g_sampled": v_g.get("batch_stats", {})}
+                if self.sampled_norm == "separate" else {}),
              "moments": {"mean": jnp.zeros((self.num_classes, self.zs_dim)),
                          "second": jnp.ones((self.num_classes, self.zs_dim))}}
     return base.TrainState(
@@ -476,24 +513,32 @@ class LabelRelevantVAE(base.Method):
     # its label, or (unlabelled) the mixture's prediction.
     pred = jnp.argmax(class_log_density(jax.lax.stop_gradient(zs), mu, lam), -1)
     cond = jnp.where(labelled, labels, pred)
-    zs_p = sample_class_codes(eps_sp, cond, mu, lam)  # line 20
+    cond_p = sampled_classes(keys, cond, self.num_classes, self.sampled_classes)
+    zs_p = sample_class_codes(eps_sp, cond_p, mu, lam)  # line 20
 
     def dec(p, zs_, zu_):
+      if self.sampled_norm == "separate":
+        x_f_, s = self.decode_fn({"g": p}, stats, zs_, zu_, True)
+        x_p_, s_p = self.decode_fn({"g": p}, {"g": stats["g_sampled"]}, zs_p, eps_up, True)
+        return (x_f_, x_p_), {"g": s, "g_sampled": s_p}
       out, s = self.decode_fn({"g": p}, stats, jnp.concatenate([zs_, zs_p]),
                               jnp.concatenate([zu_, eps_up]), True)
-      return (out[:b], out[b:]), s
-    (x_f, x_p), dec_pull, s_g = jax.vjp(dec, params["g"], zs, zu, has_aux=True)
+      return (out[:b], out[b:]), {"g": s}
+    (x_f, x_p), dec_pull, s_dec = jax.vjp(dec, params["g"], zs, zu, has_aux=True)
 
     l_rec, g_xf_rec = jax.value_and_grad(lambda v: jnp.mean(reconstruction_loss(v, x)))(x_f)
 
     d_in = jnp.concatenate([x, x_f, x_p])
-    d_labels = jnp.concatenate([cond, cond, cond])
+    d_labels = jnp.concatenate([cond, cond, cond_p])
     logits, d_pull, s_d = jax.vjp(
         lambda p, v: self.discriminate({"d": p}, stats, v, d_labels, True), params["d"], d_in,
         has_aux=True)
     split = lambda v: (v[:b], v[b:2 * b], v[2 * b:])
-    l_d, g_logits_d = jax.value_and_grad(lambda v: hinge_discriminator_loss(*split(v)))(logits)
-    l_gd, g_logits_g = jax.value_and_grad(lambda v: hinge_generator_loss(*split(v)[1:]))(logits)
+    fake_w, sampled_w = lo.get("hinge_fake_weight", 0.5), lo.get("sampled_gan_weight", 1.0)
+    l_d, g_logits_d = jax.value_and_grad(
+        lambda v: hinge_discriminator_loss(*split(v), fake_w))(logits)
+    l_gd, g_logits_g = jax.value_and_grad(
+        lambda v: hinge_generator_loss(*split(v)[1:], sampled_w))(logits)
     g_d, _ = d_pull(g_logits_d)  # x'_f, x'_p are data for D
     _, g_d_in = d_pull(g_logits_g)
     g_g_rec, g_zs_rec, g_zu_rec = dec_pull((g_xf_rec, jnp.zeros_like(x_p)))
@@ -531,7 +576,7 @@ class LabelRelevantVAE(base.Method):
                "d_real": jnp.mean(real), "d_rec": jnp.mean(rec), "d_sampled": jnp.mean(samp)}
     moments = update_class_moments(stats["moments"], zs, labels, labelled,
                                    self.moment_momentum, self.axis_name)
-    new_stats = {**stats, "es": s_es, "eu": s_eu, "g": s_g, "d": s_d, "moments": moments}
+    new_stats = {**stats, "es": s_es, "eu": s_eu, **s_dec, "d": s_d, "moments": moments}
     return grads, metrics, new_stats
 
   def _split_batch(self, batch):
@@ -616,6 +661,8 @@ class LabelRelevantVAE(base.Method):
     mu, lam = self.sampling_gaussians(params, stats)
     zs = sample_class_codes(jax.random.normal(k_s, (n, self.zs_dim)), labels, mu, lam)
     zu = jax.random.normal(k_u, (n, self.zu_dim))
+    if self.sampled_norm == "separate":
+      stats = {**stats, "g": stats["g_sampled"]}
     return self.decode_fn(params, stats, zs, zu)[0]
 
   def inpaint(self, params, stats, x: jax.Array, mask: jax.Array,
