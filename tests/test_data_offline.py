@@ -297,13 +297,15 @@ def test_two_runs_started_together_prepare_a_dataset_once(tmp_path):
   incomplete folder failed on the first one's)."""
   import subprocess
   import sys
-  import time
-  start = time.time() + 25  # both past their imports, then into load_split together
-  code = (f"import time, ml_collections\n"
+  barrier = tmp_path / "ready"
+  barrier.mkdir()
+  data_dir = str(tmp_path / "tfds")
+  code = (f"import os, time, ml_collections\n"
           f"from djax.data import pipeline\n"
-          f"c = ml_collections.ConfigDict(dict(name='three_moons', data_dir={str(tmp_path)!r}, "
+          f"c = ml_collections.ConfigDict(dict(name='three_moons', data_dir={data_dir!r}, "
           f"manual_dir='', image_size=None, value_range=(-1.0, 1.0), in_memory_max_gb=4.0))\n"
-          f"time.sleep(max(0.0, {start} - time.time()))\n"
+          f"open(os.path.join({str(barrier)!r}, str(os.getpid())), 'w').close()\n"
+          f"while len(os.listdir({str(barrier)!r})) < 2: time.sleep(0.01)\n"  # both imported
           f"print(len(pipeline.load_split(c, 'test')[0]))\n")
   procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
