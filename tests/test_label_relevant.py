@@ -237,6 +237,9 @@ def test_separate_sampled_norm_gives_x_p_its_own_batch_statistics():
   np.testing.assert_allclose(got[:1], first, rtol=1e-6)
   other = m.decode_fn(state.params, {"g": state.batch_stats["g"]}, zs_s, zu_s)[0]
   assert float(jnp.abs(other - want).max()) > 1e-4
+  joint_stats = {k: v for k, v in stats.items() if k != "g_sampled"}  # a 'joint' run's
+  with pytest.raises(ValueError, match="trained with 'joint'"):
+    m.sample(state.params, joint_stats, jax.random.PRNGKey(5), 6)
 
 
 def test_class_moments_follow_the_labelled_codes_and_feed_encoded_sampling(tiny):

@@ -519,7 +519,8 @@ class LabelRelevantVAE(base.Method):
     def dec(p, zs_, zu_):
       if self.sampled_norm == "separate":
         x_f_, s = self.decode_fn({"g": p}, stats, zs_, zu_, True)
-        x_p_, s_p = self.decode_fn({"g": p}, {"g": stats["g_sampled"]}, zs_p, eps_up, True)
+        x_p_, s_p = self.decode_fn({"g": p}, {"g": self.sampled_stats(stats)}, zs_p, eps_up,
+                                   True)
         return (x_f_, x_p_), {"g": s, "g_sampled": s_p}
       out, s = self.decode_fn({"g": p}, stats, jnp.concatenate([zs_, zs_p]),
                               jnp.concatenate([zu_, eps_up]), True)
@@ -662,8 +663,16 @@ class LabelRelevantVAE(base.Method):
     zs = sample_class_codes(jax.random.normal(k_s, (n, self.zs_dim)), labels, mu, lam)
     zu = jax.random.normal(k_u, (n, self.zu_dim))
     if self.sampled_norm == "separate":
-      stats = {**stats, "g": stats["g_sampled"]}
+      stats = {**stats, "g": self.sampled_stats(stats)}
     return self.decode_fn(params, stats, zs, zu)[0]
+
+  def sampled_stats(self, stats):
+    """The decoder's BatchNorm averages over sampled batches (model.sampled_norm='separate')."""
+    if "g_sampled" not in stats:
+      raise ValueError("model.sampled_norm='separate' needs the sampled batches' BatchNorm "
+                       "averages, which this state has not got: it was trained with 'joint'; "
+                       "use model.sampled_norm=joint for it")
+    return stats["g_sampled"]
 
   def inpaint(self, params, stats, x: jax.Array, mask: jax.Array,
               fill: float | None = None) -> dict[str, jax.Array]:
