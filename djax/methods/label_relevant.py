@@ -195,7 +195,7 @@ def hinge_discriminator_loss(real: jax.Array, rec: jax.Array, sampled: jax.Array
           + fake_weight * jnp.mean(jax.nn.relu(1.0 + sampled)))
 
 
-def sampled_classes(keys: jax.Array, cond: jax.Array, num_classes: int,
+def sampled_class_labels(keys: jax.Array, cond: jax.Array, num_classes: int,
                     how: str = "batch") -> jax.Array:
   """The class each x'_p of Algorithm 1 line 20 is drawn for: the batch's own (``cond``),
   or with ``how='uniform'`` one uniform class per example from its key."""
@@ -513,7 +513,7 @@ class LabelRelevantVAE(base.Method):
     # its label, or (unlabelled) the mixture's prediction.
     pred = jnp.argmax(class_log_density(jax.lax.stop_gradient(zs), mu, lam), -1)
     cond = jnp.where(labelled, labels, pred)
-    cond_p = sampled_classes(keys, cond, self.num_classes, self.sampled_classes)
+    cond_p = sampled_class_labels(keys, cond, self.num_classes, self.sampled_classes)
     zs_p = sample_class_codes(eps_sp, cond_p, mu, lam)  # line 20
 
     def dec(p, zs_, zu_):

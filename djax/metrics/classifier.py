@@ -181,10 +181,11 @@ def get_classifier(data_cfg, factor_names: Sequence[str], *, cache_dir: str | No
   # Temporary names of this process's own: two runs that train the same classifier at
   # once each write whole files, and either one's rename leaves a complete cache.
   tmp = os.path.join(path, f"params.msgpack.{os.getpid()}.tmp")
+  meta_tmp = f"{meta_path}.{os.getpid()}.tmp"
   with open(tmp, "wb") as f:
     f.write(serialization.to_bytes(clf.params))
   os.replace(tmp, os.path.join(path, "params.msgpack"))
-  with open(f"{meta_path}.{os.getpid()}.tmp", "w") as f:
+  with open(meta_tmp, "w") as f:
     json.dump({"test_accuracy": clf.test_accuracy, "info": clf.info, "heads": heads}, f, indent=2)
-  os.replace(f"{meta_path}.{os.getpid()}.tmp", meta_path)
+  os.replace(meta_tmp, meta_path)
   return clf
