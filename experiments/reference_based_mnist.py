@@ -7,7 +7,8 @@
 The argument is comma-separated: a size (``paper`` default: styled_mnist/mnist at 64x64,
 30 epochs; ``mnist_5k``: the offline digits, same networks; ``small``: mnist_5k at 32x32
 with narrower networks, for this CPU), a row (``vae``, ``beta_vae``, ``beta_tcvae``,
-``dip_vae_i``, ``dip_vae_ii``, ``svae``, ``rb_vae``, ``srb_vae``; default ``srb_vae``) and
+``dip_vae_i``, ``dip_vae_ii``, ``svae``, ``rb_vae``, ``srb_vae``, ``mathieu``; default
+``srb_vae``) and
 optionally ``beta=W``, the regularisation weight the paper sweeps over [1, 50] (β for
 β-VAE / β-TCVAE, λ_od for DIP-VAE). ``experiments/reference_based_table1.py`` trains every
 row and writes the table.
@@ -34,8 +35,9 @@ ROWS = {  # row -> (method, loss.objective)
     "svae": ("reference_based", "svae"),
     "rb_vae": ("reference_based", "rb_vae"),
     "srb_vae": ("reference_based", "srb_vae"),
+    "mathieu": ("reference_based", "mathieu"),  # §5.2's reference-only Mathieu et al. 2016
 }
-REFERENCE_ROWS = ("rb_vae", "srb_vae")  # scored from e; the others from the whole code
+REFERENCE_ROWS = ("rb_vae", "srb_vae", "mathieu")  # scored from e (s); the rest, whole code
 
 
 def parse(arg):
@@ -115,6 +117,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.loss.dataset_size = 60_000  # images the unsupervised rows learn from (60k unlabelled)
   c.loss.dip_lambda_od = 10.0  # DIP-VAE λ_od; λ_d = 10 λ_od (I) or λ_od (II), Kumar §5
   c.loss.dip_lambda_d = 0.0  # 0: the rule above
+  # The Mathieu et al. row (§5.2 adapts it; no more is said): Mathieu's own loss weights, as
+  # the authors' code sets them against the per-pixel MSE (experiments/mathieu_mnist.py);
+  # lambda_kl is their 0.1 · 6 / (C·H·W), set below once the image size is known. The
+  # networks and the optimiser are the other rows' (§5.2: "the same network architectures
+  # and hyper-parameters"): s = 32 (Table 1's e), z = 32.
+  c.loss.mathieu = ml_collections.ConfigDict(dict(
+      lambda_rec=0.5, lambda_swap=1.0, lambda_adv=0.01, lambda_adv_prior=0.01, lambda_kl=0.0,
+      real_target=0.95))
 
   c.optim = ml_collections.ConfigDict()
   # App. A.4: Adam α = 1e-4, β1 = 0.5, β2 = 0.99, ε = 1e-8 (optax's default ε), every network.
@@ -165,5 +175,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.progress_bar = False
     c.tensorboard = False
 
+  c.loss.mathieu.lambda_kl = 0.1 * 6 / (c.data.channels * c.data.image_size ** 2)
   apply(c, row_overrides(row, weight))
   return c

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import load_experiment
-from djax import methods, report, stages
-from djax.methods import latents, reference_based as rbm
+from djax import evaluation, methods, report, stages
+from djax.methods import base, latents, reference_based as rbm
 
 
 
@@ -144,6 +144,86 @@ def test_srb_vae_explicit_kl_adds_eq_3s_kl_terms():
   np.testing.assert_allclose(l2 - l0, 2.0 * want, rtol=1e-3)
 
 
+def test_mathieu_row_is_mathieus_algorithm_1_on_reference_only_triplets():
+  c = tiny("mathieu")
+  m = methods.create(c, axis_name=None)
+  batch = _batch(b=3)
+  x, xr = batch["image"], batch["image_ref"]
+  state = m.init(jax.random.PRNGKey(0), batch)
+  pm, pd = state.params["model"], state.params["disc"]
+  rng = jax.random.PRNGKey(5)
+  total, (terms, pairs) = m.mathieu_objective(pm, pd, x, xr, rng)
+  # Written out: x1 = [x, x^r] with y1 = [0, 1]; x2 = [x^r, x] with y2 = 1 - y1; the swap
+  # decodes each reference z with the *previous* reference image's s.
+  r = jax.random.split(rng, 3)
+  x1 = np.concatenate([x, xr])
+  s = np.asarray(m.q_e(pm, x1)[0])
+  mu, lv = (np.asarray(a) for a in m.q_z(pm, x1))
+  z1 = mu + np.exp(0.5 * lv) * np.asarray(m.noise(r[0], 6, m.z_dim))
+  zp = np.asarray(m.noise(r[1], 6, m.z_dim))
+  s2 = np.concatenate([s[3:], s[:3]])
+  dec = lambda e, z: np.asarray(m.generate(pm, jnp.asarray(e), jnp.asarray(z)))
+  y2 = jax.nn.one_hot(jnp.array([1, 1, 1, 0, 0, 0]), 2)
+  adv = lambda im: np.asarray(m.discriminate(pd, "adv", jnp.asarray(im), [y2], r[2]))
+  lo = c.loss.mathieu
+  t = lo.real_target
+  want = {"loss_rec": np.mean((dec(s, z1) - x1) ** 2),
+          "loss_swap": np.mean((dec(s[[5, 3, 4]], z1[3:]) - np.asarray(xr)) ** 2),
+          "loss_adv_swap": np.mean(_np_bce(adv(dec(s2, z1)), t)),
+          "loss_adv_prior": np.mean(_np_bce(adv(dec(s2, zp)), t)),
+          "loss_kl": np.mean(np.sum(0.5 * (mu ** 2 + np.exp(lv) - 1 - lv), 1))}
+  for k, v in want.items():
+    np.testing.assert_allclose(terms[k], v, rtol=2e-4, err_msg=k)
+  np.testing.assert_allclose(total, lo.lambda_rec * want["loss_rec"] + lo.lambda_swap * want[
+      "loss_swap"] + lo.lambda_adv * want["loss_adv_swap"] + lo.lambda_adv_prior * want[
+      "loss_adv_prior"] + lo.lambda_kl * want["loss_kl"], rtol=2e-4)
+  np.testing.assert_allclose(pairs["real"], np.concatenate([xr, x]))
+  np.testing.assert_allclose(pairs["y"], y2)
+  # No pairs of unlabelled images: reordering them leaves the swap term as it was; reordering
+  # the reference images pairs other images and changes it.
+  perm = jnp.array([2, 0, 1])
+  same = m.mathieu_objective(pm, pd, x[perm], xr, rng)[1][0]["loss_swap"]
+  other = m.mathieu_objective(pm, pd, x, xr[perm], rng)[1][0]["loss_swap"]
+  np.testing.assert_allclose(same, terms["loss_swap"], rtol=1e-6)
+  assert abs(float(other) - float(terms["loss_swap"])) > 1e-6
+
+
+def test_mathieu_row_gradient_routing():
+  m = methods.create(tiny("mathieu"), axis_name=None)
+  batch = _batch()
+  state = m.init(jax.random.PRNGKey(0), batch)
+  grads, terms = m.gradients(state.params, batch, jax.random.PRNGKey(1))
+  assert set(grads["model"]) == {"enc_z", "enc_e", "gen"} and set(grads["disc"]) == {"adv"}
+  for group in ("model", "disc"):
+    for net, g in grads[group].items():
+      assert float(sum(jnp.abs(leaf).sum() for leaf in jax.tree_util.tree_leaves(g))) > 0, net
+  assert {"loss_swap", "loss_adversary", "adv_real", "adv_fake"} <= set(terms)
+  x, xr = batch["image"], batch["image_ref"]
+
+  def adversary_loss_of_model(pm):
+    _, (_, pairs) = m.mathieu_objective(pm, state.params["disc"], x, xr, jax.random.PRNGKey(1))
+    return m.mathieu_adversary_objective(state.params["disc"], pairs, jax.random.PRNGKey(2))[0]
+
+  g = jax.grad(adversary_loss_of_model)(state.params["model"])
+  assert all(float(jnp.abs(leaf).sum()) == 0 for leaf in jax.tree_util.tree_leaves(g))
+  # The adversary reads y: the same image scores differently as reference and as unlabelled.
+  pd, im = state.params["disc"], x[:2]
+  d = lambda y: m.discriminate(pd, "adv", im, [jax.nn.one_hot(jnp.full(2, y), 2)],
+                                 jax.random.PRNGKey(0), False)
+  assert float(jnp.abs(d(0) - d(1)).max()) > 0
+  new, _ = jax.jit(m.train_step)(state, batch, jax.random.PRNGKey(1))
+  for group in ("model", "disc"):
+    changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), state.params[group],
+                                     new.params[group])
+    assert any(jax.tree_util.tree_leaves(changed)), group
+  assert set(m.eval_images(new.params, {}, x, 2)) == {"reconstruction", "transfer"}
+  # s has no prior: the row cannot sample, and says so before any work.
+  assert "sample" not in base.capabilities(m) and "sample" in base.capabilities(
+      methods.create(tiny("srb_vae"), axis_name=None))
+  with pytest.raises(ValueError, match="'sample' capability"):
+    evaluation.check_metrics(m, ("conditional_generation",))
+
+
 def test_config_errors_are_one_line():
   c = tiny("srb_vae")
   c.data.pairing = None
@@ -161,6 +241,16 @@ def test_config_errors_are_one_line():
   c.loss.lambda_kl = 1.0
   with pytest.raises(ValueError, match="set loss.lambda_kl=0"):
     methods.create(c, axis_name=None)
+  c = tiny("mathieu")
+  del c.loss["mathieu"]
+  with pytest.raises(ValueError, match="loss.mathieu"):
+    methods.create(c, axis_name=None)
+  m = methods.create(tiny("mathieu"), axis_name=None)
+  batch = _batch()
+  state = m.init(jax.random.PRNGKey(0), batch)
+  with pytest.raises(ValueError, match="4 unlabelled and 2 reference"):
+    m.mathieu_objective(state.params["model"], state.params["disc"], batch["image"],
+                        batch["image_ref"][:2], jax.random.PRNGKey(0))
 
 
 def test_grids_are_built_from_the_right_codes():
@@ -209,7 +299,7 @@ def test_variant_table_reports_the_best_of_each_sweep_beside_the_paper(tmp_path)
 
 def test_the_table_command_trains_every_row_through_the_one_loop(tmp_path):
   c = load_experiment("reference_based_table1").get_config("tiny")
-  keep = ("vae", "srb_vae")
+  keep = ("vae", "mathieu", "srb_vae")
   for k in list(c.variants.keys()):
     if k not in keep:
       del c.variants[k]
@@ -222,6 +312,7 @@ def test_the_table_command_trains_every_row_through_the_one_loop(tmp_path):
   assert set(out["results"]) == set(keep)
   md = (tmp_path / "variants.md").read_text()
   assert "| VAE | vae |" in md and "| sRb-VAE | srb_vae |" in md
+  assert "| Mathieu et al. | mathieu |" in md
   ev = json.loads((tmp_path / "srb_vae" / "eval.json").read_text())
   assert ev["method"] == "reference_based"
   parts = ev["results"]["part_regression_mae"]["parts"]

@@ -25,11 +25,22 @@ diagonal Gaussians (§4.2). ``loss.objective``:
   by default).
 * ``svae`` (Pu et al. 2018, Ruiz et al. §5.2: "an unsupervised version of our method"): one
   code z, no reference branch: d(x, z) on the images, reconstruction of x and of ẑ.
+* ``mathieu`` (Ruiz et al. §5.2's baseline: Mathieu et al. 2016 "adapted to our context ... to
+  use only pairing information from reference images by removing the reconstruction losses
+  for pairs of unlabelled samples"). Mathieu's specified code s is what reference images
+  share, so it takes e's place (deterministic: the mean head of q(e | x)); the label is y,
+  reference (1) or unlabelled (0). Each step holds two triplets (x1, x1', x2): an unlabelled
+  x1 with a reference x2, and a reference x1 with another reference image as x1' and an
+  unlabelled x2. Mathieu's Algorithm 1 losses (``specified_unspecified``): x1 from (z1, s1),
+  x1 from (z1, s1') for the reference x1 only, Dec(z1, s2) and Dec(z ~ N(0, I), s2) judged as
+  images of label y2 by a label-conditioned adversary (the joint discriminator with one-hot
+  y as its second input: the same networks as the other rows, §5.2), the KL on z.
 
 Groups: ``model`` = {'enc_z', 'enc_e', 'gen', 'e_ref'} (θ, ψ and e_r) and, for the
-symmetric objectives, ``disc`` = {'d_xze', 'd_xz'} (ξ, γ). The code is [μ_e, μ_z] (code
-parts ``e`` and ``z``); the generator reads [e, z]. Every network is batch-independent
-(pixel norm, no BatchNorm).
+symmetric objectives, ``disc`` = {'d_xze', 'd_xz'} (ξ, γ); for ``mathieu`` ``model`` has no
+e_r and ``disc`` = {'adv'}. The code is [μ_e, μ_z] (code parts ``e`` and ``z``; s and μ_z
+for ``mathieu``); the generator reads [e, z]. Every network is batch-independent (pixel
+norm, no BatchNorm).
 """
 
 from __future__ import annotations
@@ -41,9 +52,10 @@ import jax.numpy as jnp
 import ml_collections
 
 from djax.methods import base, latents
+from djax.methods import specified_unspecified as mathieu
 from djax.nn import karras
 
-OBJECTIVES = ("rb_vae", "srb_vae", "svae")
+OBJECTIVES = ("rb_vae", "srb_vae", "svae", "mathieu")
 
 
 # ----------------------------------------------------------------------------- losses
@@ -82,7 +94,8 @@ class ReferenceBased(base.Method):
       raise ValueError(f"unknown loss.objective {self.objective!r} for method "
                        f"'reference_based'; known: {OBJECTIVES}")
     self.reference = self.objective != "svae"
-    self.symmetric = self.objective != "rb_vae"
+    self.mathieu = self.objective == "mathieu"
+    self.symmetric = self.objective in ("srb_vae", "svae")
     if not self.symmetric and self.loss.get("lambda_kl", 0.0):
       raise ValueError("loss.lambda_kl adds eq. (3)'s KL terms to srb_vae / svae; rb_vae's "
                        "objective is eq. (3), KLs included: set loss.lambda_kl=0")
@@ -90,7 +103,7 @@ class ReferenceBased(base.Method):
     self.channels = int(config.data.get("channels", 3))
     karras.check_widths(m.encoder_widths, self.image_size, "model.encoder_widths")
     karras.check_widths(m.generator_widths, self.image_size, "model.generator_widths")
-    if self.symmetric:
+    if self.symmetric or self.mathieu:
       karras.check_widths(m.discriminator_widths, self.image_size, "model.discriminator_widths")
     if config.data.get("pairing") != "reference" and (
         self.reference or m.get("use_reference_images", False)):
@@ -107,7 +120,18 @@ class ReferenceBased(base.Method):
                                              int(m.get("discriminator_hidden", 256)),
                                              float(m.get("discriminator_dropout", 0.25)))
     self.d_xze, self.d_xz = disc(), disc()
-    self.groups = ("model", "disc") if self.symmetric else ("model",)
+    # Mathieu's adversary has no dropout on its label input: y is what it must read.
+    self.adv = karras.JointDiscriminator(tuple(m.get("discriminator_widths", ())),
+                                         int(m.get("discriminator_hidden", 256)), 0.0)
+    if self.mathieu and "mathieu" not in self.loss:
+      raise ValueError("loss.objective='mathieu' reads its weights from loss.mathieu "
+                       "(lambda_rec, lambda_swap, lambda_adv, lambda_adv_prior, lambda_kl, "
+                       "real_target): use experiments/reference_based_mnist.py:...,mathieu")
+    self.groups = ("model", "disc") if self.symmetric or self.mathieu else ("model",)
+    if self.mathieu:
+      # Mathieu's s has no prior to draw from: no "sample" capability, so a generation
+      # metric asked of this row fails before training (base.require).
+      self.sample = None
     self.tx = {g: base.make_optimizer(config.optim[g]) for g in self.groups}
 
   # -- init
@@ -121,8 +145,11 @@ class ReferenceBased(base.Method):
              "gen": self.gen.init(ks[1], jnp.concatenate([e, z], -1))["params"]}
     if self.reference:
       model["enc_e"] = self.enc_e.init(ks[2], x)["params"]
-      model["e_ref"] = jnp.zeros((self.e_dim,))
+      if not self.mathieu:
+        model["e_ref"] = jnp.zeros((self.e_dim,))
     params = {"model": model}
+    if self.mathieu:
+      params["disc"] = {"adv": self.adv.init(ks[3], x, [jnp.zeros((b, 2))], train=False)["params"]}
     if self.symmetric:
       params["disc"] = {"d_xze": self.d_xze.init(ks[3], x, [z, e], train=False)["params"]}
       if self.reference:
@@ -143,7 +170,7 @@ class ReferenceBased(base.Method):
     return self.gen.apply({"params": pm["gen"]}, code)
 
   def discriminate(self, pd, which, x, lat, rng, train=True):
-    net = self.d_xze if which == "d_xze" else self.d_xz
+    net = {"d_xze": self.d_xze, "d_xz": self.d_xz, "adv": self.adv}[which]
     return net.apply({"params": pd[which]}, x, lat, train=train, rngs={"dropout": rng})
 
   def split_batch(self, batch):
@@ -240,6 +267,53 @@ class ReferenceBased(base.Method):
                  loss_model=total)
     return total, (terms, jax.lax.stop_gradient(pairs))
 
+  def mathieu_objective(self, pm, pd, x, xr, rng):
+    """Mathieu et al.'s generator step (their Algorithm 1) on Ruiz et al.'s two triplets;
+    the adversary's parameters enter as constants. Returns (loss, (terms, what the
+    adversary's step needs))."""
+    lo = self.loss.mathieu
+    b, br = x.shape[0], xr.shape[0]
+    if b != br:
+      raise ValueError(f"loss.objective='mathieu' pairs each unlabelled image with a reference "
+                       f"one: the batch has {b} unlabelled and {br} reference images")
+    r = jax.random.split(rng, 3)
+    x1 = jnp.concatenate([x, xr])
+    y1 = jnp.concatenate([jnp.zeros((b,), jnp.int32), jnp.ones((b,), jnp.int32)])
+    s1 = self.q_e(pm, x1)[0]
+    mu, lv = self.q_z(pm, x1)
+    z1 = latents.reparameterise(mu, lv, self.noise(r[0], 2 * b, self.z_dim))
+    s_u, s_r = s1[:b], s1[b:]
+    # x1' of a reference x1: the next reference image of the batch (same y, same style);
+    # an unlabelled x1 has no x1' (Ruiz et al.: no pairs of unlabelled images).
+    s_same = jnp.roll(s_r, 1, axis=0)
+    x2, y2, s2 = jnp.concatenate([xr, x]), 1 - y1, jnp.concatenate([s_r, s_u])
+    z_prior = self.noise(r[1], 2 * b, self.z_dim)
+    out = self.generate(pm, jnp.concatenate([s1, s_same, s2, s2]),
+                        jnp.concatenate([z1, z1[b:], z1, z_prior]))
+    x11, x11s = out[:2 * b], out[2 * b:3 * b]
+    x12, x_prior2 = out[3 * b:5 * b], out[5 * b:]
+    y2_hot = jax.nn.one_hot(y2, 2)
+    adv = lambda im: self.discriminate(pd, "adv", im, [y2_hot], r[2])
+    terms = {"loss_rec": mathieu.reconstruction_loss(x11, x1),
+             "loss_swap": mathieu.reconstruction_loss(x11s, xr),
+             "loss_adv_swap": mathieu.generator_adversarial_loss(adv(x12), lo.real_target),
+             "loss_adv_prior": mathieu.generator_adversarial_loss(adv(x_prior2), lo.real_target),
+             "loss_kl": mathieu.kl_divergence(mu, lv)}
+    total = (lo.lambda_rec * terms["loss_rec"] + lo.lambda_swap * terms["loss_swap"]
+             + lo.lambda_adv * terms["loss_adv_swap"]
+             + lo.lambda_adv_prior * terms["loss_adv_prior"] + lo.lambda_kl * terms["loss_kl"])
+    terms["loss_model"] = total
+    return total, (terms, jax.lax.stop_gradient({"real": x2, "fake": x12, "y": y2_hot}))
+
+  def mathieu_adversary_objective(self, pd, pairs, rng):
+    """Mathieu's adversary step: x2 real and Dec(z1, s2) fake, both with label y2."""
+    k_real, k_fake = jax.random.split(rng)
+    real = self.discriminate(pd, "adv", pairs["real"], [pairs["y"]], k_real)
+    fake = self.discriminate(pd, "adv", pairs["fake"], [pairs["y"]], k_fake)
+    loss = mathieu.adversary_loss(real, fake, self.loss.mathieu.real_target)
+    return loss, {"loss_adversary": loss, "adv_real": jnp.mean(jax.nn.sigmoid(real)),
+                  "adv_fake": jnp.mean(jax.nn.sigmoid(fake))}
+
   def disc_objective(self, pd, pairs, rng):
     """Algorithm 1, lines 15-18: each discriminator on its (q pair, p pair), as data."""
     total, out = 0.0, {}
@@ -256,11 +330,13 @@ class ReferenceBased(base.Method):
   def gradients(self, params, batch, rng):
     x, xr = self.split_batch(batch)
     k_model, k_disc = jax.random.split(rng)
-    g_m, (terms, pairs) = jax.grad(self.model_objective, has_aux=True)(
+    model_objective = self.mathieu_objective if self.mathieu else self.model_objective
+    disc_objective = self.mathieu_adversary_objective if self.mathieu else self.disc_objective
+    g_m, (terms, pairs) = jax.grad(model_objective, has_aux=True)(
         params["model"], params.get("disc"), x, xr, k_model)
     grads = {"model": g_m}
-    if self.symmetric:
-      g_d, readings = jax.grad(self.disc_objective, has_aux=True)(params["disc"], pairs, k_disc)
+    if "disc" in self.groups:
+      g_d, readings = jax.grad(disc_objective, has_aux=True)(params["disc"], pairs, k_disc)
       grads["disc"] = g_d
       terms = {**terms, **readings}
     return grads, terms
@@ -331,6 +407,9 @@ class ReferenceBased(base.Method):
     if not self.reference:
       out["samples"] = self.sample(params, stats, jax.random.PRNGKey(0), 4 * n).reshape(
           (4, n) + images.shape[1:])
+      return out
+    if self.mathieu:  # s has no prior and no e_r: the transfer grid is its use
+      out["transfer"] = self.transfer_grid(params, stats, first, second)
       return out
     e_r = jnp.broadcast_to(params["model"]["e_ref"], (2 * n, self.e_dim))
     out["as_reference"] = jnp.stack([images[:2 * n], self.decode(
