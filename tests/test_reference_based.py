@@ -35,6 +35,29 @@ def _batch(seed=0, b=4):
   return {"image": im(), "image_ref": im()}
 
 
+def _check_routing(m, state, batch, model_objective, disc_objective):
+  """Every network of both groups gets a gradient; the discriminators' loss, whose inputs
+  the model's objective hands over, reaches no model parameter; one step moves both groups."""
+  grads, terms = m.gradients(state.params, batch, jax.random.PRNGKey(1))
+  for group in ("model", "disc"):
+    for net, g in grads[group].items():
+      assert float(sum(jnp.abs(leaf).sum() for leaf in jax.tree_util.tree_leaves(g))) > 0, net
+  x, xr = batch["image"], batch["image_ref"]
+
+  def disc_loss_of_model(pm):
+    _, (_, pairs) = model_objective(pm, state.params["disc"], x, xr, jax.random.PRNGKey(1))
+    return disc_objective(state.params["disc"], pairs, jax.random.PRNGKey(2))[0]
+
+  g = jax.grad(disc_loss_of_model)(state.params["model"])
+  assert all(float(jnp.abs(leaf).sum()) == 0 for leaf in jax.tree_util.tree_leaves(g))
+  new, _ = jax.jit(m.train_step)(state, batch, jax.random.PRNGKey(1))
+  for group in ("model", "disc"):
+    changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), state.params[group],
+                                     new.params[group])
+    assert any(jax.tree_util.tree_leaves(changed)), group
+  return grads, terms, new
+
+
 def test_density_ratio_and_discriminator_losses_match_numpy():
   rng = np.random.default_rng(0)
   dq, dp, dqr, dpr = (rng.normal(size=6) for _ in range(4))
@@ -93,23 +116,10 @@ def test_srb_vae_gradient_routing():
   m = methods.create(c, axis_name=None)
   batch = _batch()
   state = m.init(jax.random.PRNGKey(0), batch)
-  grads, terms = m.gradients(state.params, batch, jax.random.PRNGKey(1))
+  grads, _, _ = _check_routing(m, state, batch, m.model_objective, m.disc_objective)
   assert set(grads) == {"model", "disc"}
   assert set(grads["model"]) == {"enc_z", "enc_e", "gen", "e_ref"}
   assert set(grads["disc"]) == {"d_xze", "d_xz"}
-  for group in ("model", "disc"):  # every network of both groups learns
-    for net, g in grads[group].items():
-      assert float(sum(jnp.abs(leaf).sum() for leaf in jax.tree_util.tree_leaves(g))) > 0, net
-  # The discriminators' loss treats the model's pairs as data: nothing of it reaches the
-  # model, however the pairs were made.
-  x, xr = batch["image"], batch["image_ref"]
-
-  def disc_loss_of_model(pm):
-    _, (_, pairs) = m.model_objective(pm, state.params["disc"], x, xr, jax.random.PRNGKey(1))
-    return m.disc_objective(state.params["disc"], pairs, jax.random.PRNGKey(2))[0]
-
-  g = jax.grad(disc_loss_of_model)(state.params["model"])
-  assert all(float(jnp.abs(leaf).sum()) == 0 for leaf in jax.tree_util.tree_leaves(g))
   # The model's adversarial term (eq. 6) alone moves both encoders and the generator.
   c2 = tiny("srb_vae")
   c2.loss.lambda_rec = c2.loss.lambda_latent = 0.0
@@ -119,12 +129,6 @@ def test_srb_vae_gradient_routing():
   for net in ("enc_z", "enc_e", "gen", "e_ref"):
     assert float(sum(jnp.abs(v).sum() for v in jax.tree_util.tree_leaves(
         g2["model"][net]))) > 0, net
-  # One step applies each group's own update and nothing else.
-  new, _ = jax.jit(m.train_step)(state, batch, jax.random.PRNGKey(1))
-  for group in ("model", "disc"):
-    changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), state.params[group],
-                                     new.params[group])
-    assert any(jax.tree_util.tree_leaves(changed)), group
 
 
 def test_srb_vae_explicit_kl_adds_eq_3s_kl_terms():
@@ -192,30 +196,16 @@ def test_mathieu_row_gradient_routing():
   m = methods.create(tiny("mathieu"), axis_name=None)
   batch = _batch()
   state = m.init(jax.random.PRNGKey(0), batch)
-  grads, terms = m.gradients(state.params, batch, jax.random.PRNGKey(1))
+  grads, terms, new = _check_routing(m, state, batch, m.mathieu_objective,
+                                     m.mathieu_adversary_objective)
   assert set(grads["model"]) == {"enc_z", "enc_e", "gen"} and set(grads["disc"]) == {"adv"}
-  for group in ("model", "disc"):
-    for net, g in grads[group].items():
-      assert float(sum(jnp.abs(leaf).sum() for leaf in jax.tree_util.tree_leaves(g))) > 0, net
   assert {"loss_swap", "loss_adversary", "adv_real", "adv_fake"} <= set(terms)
-  x, xr = batch["image"], batch["image_ref"]
-
-  def adversary_loss_of_model(pm):
-    _, (_, pairs) = m.mathieu_objective(pm, state.params["disc"], x, xr, jax.random.PRNGKey(1))
-    return m.mathieu_adversary_objective(state.params["disc"], pairs, jax.random.PRNGKey(2))[0]
-
-  g = jax.grad(adversary_loss_of_model)(state.params["model"])
-  assert all(float(jnp.abs(leaf).sum()) == 0 for leaf in jax.tree_util.tree_leaves(g))
+  x = batch["image"]
   # The adversary reads y: the same image scores differently as reference and as unlabelled.
   pd, im = state.params["disc"], x[:2]
   d = lambda y: m.discriminate(pd, "adv", im, [jax.nn.one_hot(jnp.full(2, y), 2)],
                                  jax.random.PRNGKey(0), False)
   assert float(jnp.abs(d(0) - d(1)).max()) > 0
-  new, _ = jax.jit(m.train_step)(state, batch, jax.random.PRNGKey(1))
-  for group in ("model", "disc"):
-    changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), state.params[group],
-                                     new.params[group])
-    assert any(jax.tree_util.tree_leaves(changed)), group
   assert set(m.eval_images(new.params, {}, x, 2)) == {"reconstruction", "transfer"}
   # s has no prior: the row cannot sample, and says so before any work.
   assert "sample" not in base.capabilities(m) and "sample" in base.capabilities(
