@@ -109,21 +109,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypat
   assert checkpoint.Checkpointer(os.path.join(w, "checkpoints")).latest_step() == 2
 
 
-@pytest.fixture
-def fresh_compiles():
-  """Compile without the suite's persistent cache. In the whole py3.11 suite (jaxlib 0.10.2)
-  loading the tiny mixing step's cached executable crashed the process in
-  compilation_cache.get_executable_and_time at the log-step test below, three runs out of
-  three; never with this file alone, whose tests load the same entry."""
-  from jax.experimental.compilation_cache import compilation_cache
-  jax.config.update("jax_enable_compilation_cache", False)
-  compilation_cache.reset_cache()
-  yield
-  jax.config.update("jax_enable_compilation_cache", True)
-  compilation_cache.reset_cache()
-
-
-def test_sigterm_saves_and_rerun_resumes(tmp_path, monkeypatch, fresh_compiles):
+def test_sigterm_saves_and_rerun_resumes(tmp_path, monkeypatch):
   c = tiny_mixing_config(steps=1000)
   c.eval.at_end = False
   c.train.save_every = 1000
@@ -147,7 +133,7 @@ def test_sigterm_saves_and_rerun_resumes(tmp_path, monkeypatch, fresh_compiles):
   assert again["start_step"] == stopped and again["end_step"] == stopped + 1
 
 
-def test_sigterm_during_a_log_step_still_saves(tmp_path, monkeypatch, fresh_compiles):
+def test_sigterm_during_a_log_step_still_saves(tmp_path, monkeypatch):
   """A signal that lands while a log step is being written (after the step decided it was
   not the last) stops the run one step later, with a checkpoint at the step it stops on."""
   c = tiny_mixing_config(steps=1000)
