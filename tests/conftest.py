@@ -87,6 +87,20 @@ def make_tiny_shapes(n: int, seed: int):
   return {"image": images, "colour": colour, "size": size}
 
 
+# XLA:CPU maps each compiled executable's code into a few memory regions of its own, freed
+# only when the executable is. jax's caches keep every executable a test compiled alive, so
+# the whole suite in one process reached Linux's vm.max_map_count (65,530 regions) near its
+# end and jaxlib 0.10 crashed in the next compile (a segfault in tests/test_train.py on
+# 2 cores). Dropping the caches after each test file keeps the count at one file's worth;
+# repeats across files are persistent-cache hits.
+@pytest.fixture(scope="module", autouse=True)
+def free_compiled_executables():
+  yield
+  import gc
+  jax.clear_caches()
+  gc.collect()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def tiny_shapes_dataset():
   from djax.data import registry
